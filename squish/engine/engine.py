@@ -1,0 +1,370 @@
+"""The engine thread: the one thread that makes MLX calls.
+
+Callers put requests on `Engine._requests`; each request carries its own
+`EventStream` that the engine thread fills. Everything below `_run` (model,
+tokenizer, KV-cache sessions) belongs to the engine thread alone. See
+docs/architecture.md for the full handoff.
+"""
+
+import gc
+import logging
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import EngineFailure, SquishError, UserError
+from .events import Done, Error, EventStream, Live, Loaded, Memory, Progress, Stats, Status, Token
+from .metrics import mlx_memory_gb, process_rss_gb, system_available_gb
+
+log = logging.getLogger("squish.engine")
+
+MAX_SESSIONS = 4
+PREFILL_CHUNK = 256
+LIVE_INTERVAL_S = 0.25
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict]
+    session: str | None = None  # requests with the same session reuse one KV cache
+    max_tokens: int = 512
+    temperature: float = 0.2
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    timeout_s: float | None = 300.0
+    # Each is called on the engine thread as processor(tokens, logits) -> logits, like mlx-lm's.
+    logits_processors: list[Callable] = field(default_factory=list)
+    # Extra keyword arguments for the chat template (e.g. tools=[...]).
+    template_args: dict = field(default_factory=dict)
+
+
+def validate(request: ChatRequest) -> None:
+    """Checks that need neither the tokenizer nor the model."""
+    if not isinstance(request.messages, list) or not request.messages:
+        raise UserError("empty prompt: no messages")
+    for message in request.messages:
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise UserError(f"each message needs a role among {sorted(ROLES)}")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise UserError("message content must be text")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError("the prompt is not valid UTF-8") from None
+    if request.messages[-1]["role"] == "user" and not request.messages[-1]["content"].strip():
+        raise UserError("empty prompt")
+    if not isinstance(request.max_tokens, int) or request.max_tokens < 1:
+        raise UserError(f"max_tokens must be a positive integer, got {request.max_tokens!r}")
+    if not 0 <= request.temperature <= 5:
+        raise UserError(f"temperature must be between 0 and 5, got {request.temperature}")
+    if not 0 < request.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {request.top_p}")
+    if request.timeout_s is not None and request.timeout_s <= 0:
+        raise UserError(f"timeout must be positive, got {request.timeout_s}")
+
+
+@dataclass
+class Session:
+    cache: list
+    tokens: list[int]  # exactly the tokens whose keys and values are in `cache`
+
+
+class Stop(Exception):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class Engine:
+    def __init__(self) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="squish-engine", daemon=True)
+        self._started = threading.Lock()
+        # Engine-thread state: touched only inside _run and the handlers it calls.
+        self._model = None
+        self._tokenizer = None
+        self._info = None
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._stream = None
+
+    # Caller side: any thread.
+
+    def start(self) -> "Engine":
+        with self._started:
+            if not self._thread.is_alive() and self._thread.ident is None:
+                self._thread.start()
+        return self
+
+    def _submit(self, kind: str, payload=None) -> EventStream:
+        self.start()
+        stream = EventStream()
+        self._requests.put((kind, payload, stream))
+        return stream
+
+    def load(self, name: str | None) -> EventStream:
+        return self._submit("load", name)
+
+    def unload(self) -> EventStream:
+        return self._submit("unload")
+
+    def generate(self, request: ChatRequest) -> EventStream:
+        return self._submit("generate", request)
+
+    def memory(self) -> EventStream:
+        return self._submit("memory")
+
+    def drop_session(self, session: str) -> EventStream:
+        return self._submit("drop_session", session)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._requests.put(None)
+            self._thread.join(timeout)
+
+    # Engine thread.
+
+    def _run(self) -> None:
+        import mlx.core as mx
+
+        self._stream = mx.new_stream(mx.default_device())
+        handlers = {
+            "load": self._load,
+            "unload": self._unload,
+            "generate": self._generate,
+            "memory": self._memory,
+            "drop_session": self._drop_session,
+        }
+        while (item := self._requests.get()) is not None:
+            kind, payload, stream = item
+            finish = "ok"
+            try:
+                with mx.stream(self._stream):
+                    finish = handlers[kind](payload, stream) or "ok"
+            except SquishError as exc:
+                finish = "error"
+                stream.put(Error(str(exc), exc.exit_code))
+            except Exception as exc:  # the engine thread must survive every failed request
+                log.exception("engine request %s failed", kind)
+                finish = "error"
+                stream.put(Error(f"{type(exc).__name__}: {exc}", 2))
+            stream.put(Done(finish))
+
+    def _load(self, name, stream: EventStream) -> None:
+        from . import loader, store
+
+        self._unload(None, stream)
+        stream.put(Status("locating model"))
+        display, model_dir = store.resolve(name)
+        stream.put(Status(f"loading {display}"))
+        self._model, self._tokenizer, self._info = loader.load(display, model_dir)
+        store.mark_used(model_dir)
+        log.info("loaded %s from %s (%s, %s)", display, model_dir, self._info.quantization, self._info.backend)
+        stream.put(Loaded(self._info))
+
+    def _unload(self, _payload, stream: EventStream) -> None:
+        import mlx.core as mx
+
+        if self._model is None:
+            return
+        self._model = self._tokenizer = self._info = None
+        self._sessions.clear()
+        gc.collect()
+        mx.clear_cache()
+
+    def _drop_session(self, session: str, stream: EventStream) -> None:
+        self._sessions.pop(session, None)
+
+    def _memory(self, _payload, stream: EventStream) -> None:
+        active, peak, cache = mlx_memory_gb()
+        stream.put(Memory(active, peak, cache, process_rss_gb(), system_available_gb()))
+
+    def _session(self, key: str | None, tokens: list[int]) -> tuple[Session, int]:
+        """The KV cache for this prompt and how many of its leading tokens the cache already holds."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
+        session = self._sessions.pop(key, None) if key else None
+        if session is None:
+            session = Session(make_prompt_cache(self._model), [])
+        common = 0
+        for cached, new in zip(session.tokens, tokens):
+            if cached != new:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)  # the last prompt token must run to give logits
+        extra = len(session.tokens) - common
+        if extra > 0:
+            if can_trim_prompt_cache(session.cache):
+                trim_prompt_cache(session.cache, extra)
+                session.tokens = session.tokens[:common]
+            else:
+                session, common = Session(make_prompt_cache(self._model), []), 0
+        if key:
+            self._sessions[key] = session
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        return session, common
+
+    def _generate(self, request: ChatRequest, stream: EventStream) -> str:
+        import mlx.core as mx
+
+        from .sampling import StopMatcher, make_sampler, repeating_period
+
+        validate(request)
+        if self._model is None:
+            raise EngineFailure("no model is loaded")
+        model, tokenizer, info = self._model, self._tokenizer, self._info
+        deadline = stream.submitted_at + request.timeout_s if request.timeout_s else float("inf")
+
+        tokens = list(
+            tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, **request.template_args)
+        )
+        if len(tokens) >= info.context_length:
+            raise UserError(f"the prompt is {len(tokens)} tokens; the context window is {info.context_length}")
+        max_tokens = min(request.max_tokens, info.context_length - len(tokens))
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+        mx.random.seed(seed)
+        log.debug("generate: %d prompt tokens, max_tokens %d, seed %d", len(tokens), max_tokens, seed)
+
+        session, cached = self._session(request.session, tokens)
+        cache = session.cache
+        sampler = make_sampler(request.temperature, request.top_p)
+        processors = request.logits_processors
+        eos = set(tokenizer.eos_token_ids)
+        mx.reset_peak_memory()
+
+        def check(now: float) -> None:
+            if stream.cancelled:
+                raise Stop("cancelled")
+            if now > deadline:
+                raise Stop("timeout")
+
+        history = mx.array(session.tokens, dtype=mx.uint32) if processors else None
+
+        def step(inputs: mx.array):
+            # Runs before `inputs` is evaluated, so the next token's graph is built while
+            # the current one computes; the caller records fed tokens once it reads them.
+            nonlocal history
+            logits = model(inputs[None], cache=cache)[:, -1, :]
+            if processors:
+                history = mx.concatenate([history, inputs.astype(mx.uint32)])
+                for processor in processors:
+                    logits = processor(history, logits)
+            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            return sampler(logprobs), mx.all(mx.isfinite(logits))
+
+        new_tokens = tokens[cached:]
+        t_start = time.perf_counter()
+        finish = "length"
+        generated: list[int] = []
+        detokenizer = tokenizer.detokenizer
+        stops = StopMatcher(request.stop)
+        t_first = t_last = t_live = t_start
+        try:
+            done = 0
+            stream.put(Progress(0, len(new_tokens)))
+            while len(new_tokens) - done > 1:
+                check(time.perf_counter())
+                chunk = new_tokens[done : min(done + PREFILL_CHUNK, len(new_tokens) - 1)]
+                session.tokens.extend(chunk)
+                if processors:
+                    history = mx.concatenate([history, mx.array(chunk, dtype=mx.uint32)])
+                model(mx.array(chunk)[None], cache=cache)
+                mx.eval([c.state for c in cache])
+                done += len(chunk)
+                stream.put(Progress(done, len(new_tokens)))
+            session.tokens.append(new_tokens[-1])
+            y, finite = step(mx.array(new_tokens[-1:], dtype=mx.uint32))
+            mx.async_eval(y, finite)
+            while True:
+                more = len(generated) + 1 < max_tokens
+                if more:
+                    next_y, next_finite = step(y)
+                    mx.async_eval(next_y, next_finite)
+                token = y.item()
+                if more:
+                    session.tokens.append(token)
+                now = time.perf_counter()
+                if not generated:
+                    t_first = now
+                    stream.put(Progress(len(new_tokens), len(new_tokens)))
+                t_last = now
+                if not finite.item():
+                    finish = "nan"
+                    break
+                if token in eos:
+                    finish = "stop"
+                    break
+                generated.append(token)
+                detokenizer.add_token(token)
+                text, hit = stops.feed(detokenizer.last_segment)
+                if text:
+                    stream.put(Token(text, token))
+                if hit:
+                    finish = "stop"
+                    break
+                if repeating_period(generated):
+                    finish = "repetition"
+                    break
+                if not more:
+                    break
+                if now - t_live >= LIVE_INTERVAL_S:
+                    t_live = now
+                    stream.put(self._live(generated, stream.submitted_at, t_first, now))
+                check(now)
+                y, finite = next_y, next_finite
+            if finish in ("length", "repetition", "nan"):
+                detokenizer.finalize()
+                text, _ = stops.feed(detokenizer.last_segment)
+                text += stops.flush()
+                if text:
+                    stream.put(Token(text, -1))
+        except Stop as stop:
+            finish = stop.reason
+            t_last = time.perf_counter()
+            if not generated:
+                t_first = t_last
+        except Exception:
+            self._sessions.pop(request.session, None)
+            raise
+        mx.eval([c.state for c in cache])
+        if finish == "nan" or len(session.tokens) != cache[0].offset:
+            self._sessions.pop(request.session, None)  # never reuse a cache we cannot account for
+        prefill_s = max(t_first - t_start, 1e-9)
+        decode_s = t_last - t_first
+        active, peak, _ = mlx_memory_gb()
+        stream.put(
+            Stats(
+                ttft_ms=(t_first - stream.submitted_at) * 1000,
+                prefill_tps=len(new_tokens) / prefill_s,
+                decode_tps=(len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0,
+                prompt_tokens=len(tokens),
+                cached_tokens=cached,
+                generation_tokens=len(generated),
+                peak_memory_gb=peak,
+                active_memory_gb=active,
+                rss_gb=process_rss_gb(),
+                finish_reason=finish,
+                seed=seed,
+            )
+        )
+        if finish == "timeout":
+            stream.put(Error(f"the request timed out after {request.timeout_s:g} s", 2))
+        return finish
+
+    def _live(self, generated: list[int], submitted: float, t_first: float, now: float) -> Live:
+        active, peak, _ = mlx_memory_gb()
+        decode_s = now - t_first
+        return Live(
+            generation_tokens=len(generated),
+            ttft_ms=(t_first - submitted) * 1000,
+            decode_tps=(len(generated) - 1) / decode_s if decode_s > 0 else 0.0,
+            active_memory_gb=active,
+            peak_memory_gb=peak,
+        )
+

@@ -1,0 +1,162 @@
+"""Events the engine thread sends back, and the per-request stream that carries them.
+
+Every request gets its own `EventStream`. The engine thread is the only producer;
+the caller (CLI, TUI worker, agent loop) is the only consumer. The last event of
+every stream is `Done`, also after an `Error`.
+"""
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    token_id: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Prompt tokens prefilled so far, out of `total` (tokens reused from the cache excluded)."""
+
+    processed: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Status:
+    """A human-readable step of a long request (importing, loading, verifying)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Live:
+    """Periodic readings while decoding, so a UI can show them before the answer ends."""
+
+    generation_tokens: int
+    ttft_ms: float
+    decode_tps: float
+    active_memory_gb: float
+    peak_memory_gb: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    ttft_ms: float
+    prefill_tps: float
+    decode_tps: float
+    prompt_tokens: int
+    cached_tokens: int
+    generation_tokens: int
+    peak_memory_gb: float
+    active_memory_gb: float
+    rss_gb: float
+    finish_reason: str
+    seed: int
+
+    def public(self) -> dict:
+        """The stats object of `squish --json`."""
+        return {
+            "ttft_ms": round(self.ttft_ms, 1),
+            "prefill_tps": round(self.prefill_tps, 2),
+            "decode_tps": round(self.decode_tps, 2),
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "generation_tokens": self.generation_tokens,
+            "peak_memory_gb": round(self.peak_memory_gb, 4),
+            "rss_gb": round(self.rss_gb, 4),
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Loaded:
+    info: Any  # loader.ModelInfo
+
+
+@dataclass(frozen=True)
+class Memory:
+    active_gb: float
+    peak_gb: float
+    cache_gb: float
+    rss_gb: float
+    system_available_gb: float
+
+
+@dataclass(frozen=True)
+class Error:
+    message: str
+    exit_code: int  # 1: the request was wrong; 2: the system failed
+
+
+@dataclass(frozen=True)
+class Done:
+    finish_reason: str
+
+
+class EventStream:
+    """One request's events, in order. Thread-safe: one producer, one consumer."""
+
+    def __init__(self) -> None:
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancel = threading.Event()
+        self.submitted_at = time.perf_counter()
+
+    def put(self, event) -> None:
+        self._events.put(event)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def get(self, timeout: float | None = None):
+        """The next event; raises queue.Empty after `timeout` seconds."""
+        return self._events.get(timeout=timeout)
+
+    def __iter__(self) -> Iterator:
+        while True:
+            event = self._events.get()
+            yield event
+            if isinstance(event, Done):
+                return
+
+    def collect(self) -> "Result":
+        result = Result()
+        for event in self:
+            result.add(event)
+        return result
+
+
+@dataclass
+class Result:
+    """Everything a finished stream said, gathered for callers that do not stream."""
+
+    text: str = ""
+    stats: Stats | None = None
+    error: Error | None = None
+    finish_reason: str = ""
+    loaded: Any = None
+    memory: Memory | None = None
+    events: list = field(default_factory=list)
+
+    def add(self, event) -> None:
+        self.events.append(event)
+        if isinstance(event, Token):
+            self.text += event.text
+        elif isinstance(event, Stats):
+            self.stats = event
+        elif isinstance(event, Error):
+            self.error = event
+        elif isinstance(event, Done):
+            self.finish_reason = event.finish_reason
+        elif isinstance(event, Loaded):
+            self.loaded = event.info
+        elif isinstance(event, Memory):
+            self.memory = event
