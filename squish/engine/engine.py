@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from .errors import EngineFailure, SquishError, UserError
@@ -82,7 +83,8 @@ class Stop(Exception):
 
 
 class Engine:
-    def __init__(self) -> None:
+    def __init__(self, home: Path | None = None) -> None:
+        self._home = home  # squish home for model lookup; None means $SQUISH_HOME or the default
         self._requests: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="squish-engine", daemon=True)
         self._started = threading.Lock()
@@ -160,7 +162,7 @@ class Engine:
 
         self._unload(None, stream)
         stream.put(Status("locating model"))
-        display, model_dir = store.resolve(name)
+        display, model_dir = store.resolve(name, self._home)
         stream.put(Status(f"loading {display}"))
         self._model, self._tokenizer, self._info = loader.load(display, model_dir)
         store.mark_used(model_dir)

@@ -21,7 +21,10 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "squish.json"
 
 
-def squish_home() -> Path:
+def squish_home(home: Path | None = None) -> Path:
+    """The squish home: `home` when given, else $SQUISH_HOME, else the platform's user data dir."""
+    if home is not None:
+        return Path(home)
     if home := os.environ.get("SQUISH_HOME"):
         return Path(home).expanduser()
     import platformdirs
@@ -29,8 +32,8 @@ def squish_home() -> Path:
     return Path(platformdirs.user_data_dir("squish"))
 
 
-def models_dir() -> Path:
-    return squish_home() / "models"
+def models_dir(home: Path | None = None) -> Path:
+    return squish_home(home) / "models"
 
 
 def embedded_gguf() -> Path:
@@ -63,9 +66,9 @@ def write_manifest(model_dir: Path, **fields) -> None:
     tmp.replace(model_dir / MANIFEST)
 
 
-def ensure_embedded() -> Path:
+def ensure_embedded(home: Path | None = None) -> Path:
     """Import the embedded GGUF into MLX format once; later calls return the cached directory."""
-    target = models_dir() / EMBEDDED_DIR
+    target = models_dir(home) / EMBEDDED_DIR
     if read_manifest(target) is not None:
         return target
     from .gguf import import_gguf
@@ -91,19 +94,21 @@ def local_dir_name(name: str) -> str:
     return name.replace("/", "--").replace(":", "-")
 
 
-def resolve(name: str | None) -> tuple[str, Path]:
+def resolve(name: str | None, home: Path | None = None) -> tuple[str, Path]:
     """(display name, ready model directory) for a model name, importing the embedded model on demand."""
     if not name or name == EMBEDDED_NAME:
-        return EMBEDDED_NAME, ensure_embedded()
+        return EMBEDDED_NAME, ensure_embedded(home)
     candidate = Path(name).expanduser()
     if candidate.exists():
         if not candidate.is_dir():
             raise ModelError(f"model path {candidate} is not a directory")
         return candidate.name, candidate
-    stored = models_dir() / local_dir_name(name)
+    stored = models_dir(home) / local_dir_name(name)
     if read_manifest(stored) is not None:
         return name, stored
-    raise ModelNotFound(f"unknown model {name!r}: not a local path, not in {models_dir()}, not {EMBEDDED_NAME!r}")
+    raise ModelNotFound(
+        f"unknown model {name!r}: not a local path, not in {models_dir(home)}, not {EMBEDDED_NAME!r}"
+    )
 
 
 def mark_used(model_dir: Path) -> None:
