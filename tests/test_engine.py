@@ -204,3 +204,12 @@ def test_ten_turn_chat_prefills_only_each_new_message(tiny_engine):
         prefilled.append(result.stats.prompt_tokens - result.stats.cached_tokens)
     assert result.stats.prompt_tokens > 3 * prefilled[0]
     assert max(prefilled[1:]) <= prefilled[0]
+
+
+def test_prompt_text_never_logged_at_info_or_above(tiny_engine, caplog):
+    secret = "my bank password is hunter2"
+    with caplog.at_level("DEBUG", logger="squish"):
+        tiny_engine.generate(ChatRequest(user(secret), temperature=0, max_tokens=3)).collect()
+        tiny_engine.generate(ChatRequest(user(""), max_tokens=3)).collect()
+    assert all(secret not in r.getMessage() for r in caplog.records if r.levelno >= 20)
+    assert any(r.name == "squish.engine" for r in caplog.records)

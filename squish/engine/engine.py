@@ -257,8 +257,10 @@ class Engine:
                 history = mx.concatenate([history, inputs.astype(mx.uint32)])
                 for processor in processors:
                     logits = processor(history, logits)
-            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            return sampler(logprobs), mx.all(mx.isfinite(logits))
+            if request.temperature > 0:
+                logits = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            # Greedy needs no normalization: argmax is the same over logits and log-probabilities.
+            return sampler(logits), mx.all(mx.isfinite(logits))
 
         new_tokens = tokens[cached:]
         t_start = time.perf_counter()
