@@ -19,6 +19,8 @@ examples:
   echo "Summarize: ..." | squish --quiet -p -
   squish --json -p "Name a color" --temp 0 --max-tokens 16
   squish bench --quick                     squish against mlx_lm on this machine
+  squish models                            local models, and catalog models that fit this machine
+  squish pull qwen2.5:1.5b                 download a model, then: squish --model qwen2.5:1.5b
 """
 
 BENCH_EXAMPLES = """\
@@ -52,7 +54,9 @@ def main_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-p", "--prompt", help='answer PROMPT and exit ("-" reads standard input)')
-    parser.add_argument("-m", "--model", help="model name or path (default: the embedded smollm2:135m)")
+    parser.add_argument(
+        "-m", "--model", help="catalog id, hub repo id or path (default: the configured default, else smollm2:135m)"
+    )
     parser.add_argument("--system", help="system prompt for this request")
     parser.add_argument("--max-tokens", type=int, default=512, help="most tokens to generate (default 512)")
     parser.add_argument("--temp", type=float, default=0.2, help="sampling temperature, 0 is greedy (default 0.2)")
@@ -63,7 +67,12 @@ def main_parser() -> Parser:
     parser.add_argument("--json", action="store_true", help="print one JSON object with the answer and stats")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details to stderr")
     parser.add_argument("--version", action="version", version=f"squish {__version__}")
-    parser.epilog = EXAMPLES + "\ncommands:\n  bench    benchmark squish against mlx_lm (squish bench --help)\n"
+    parser.epilog = EXAMPLES + (
+        "\ncommands:\n  bench    benchmark squish against mlx_lm (squish bench --help)\n"
+        "  models   list local and catalog models (squish models --help)\n"
+        "  pull     download a model from the Hugging Face hub (squish pull --help)\n"
+        "  rm       delete a downloaded model\n"
+    )
     return parser
 
 
@@ -215,7 +224,25 @@ def bench(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"bench": bench}
+def models_command(argv: list[str]) -> int:
+    from .cli_models import models
+
+    return models(argv)
+
+
+def pull_command(argv: list[str]) -> int:
+    from .cli_models import pull
+
+    return pull(argv)
+
+
+def rm_command(argv: list[str]) -> int:
+    from .cli_models import rm
+
+    return rm(argv)
+
+
+COMMANDS = {"bench": bench, "models": models_command, "pull": pull_command, "rm": rm_command}
 
 
 def run(argv: list[str]) -> int:
@@ -223,6 +250,10 @@ def run(argv: list[str]) -> int:
         return COMMANDS[argv[0]](argv[1:])
     args = main_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    if args.model is None:
+        from .cli_models import configured_default
+
+        args.model = configured_default()
     if args.prompt is None:
         from .tui.app import run_app
 

@@ -160,9 +160,9 @@ class Engine:
     def _load(self, name, stream: EventStream) -> None:
         from . import loader, store
 
-        self._unload(None, stream)
         stream.put(Status("locating model"))
-        display, model_dir = store.resolve(name, self._home)
+        display, model_dir = store.resolve(name, self._home)  # a name that is not there keeps the current model
+        self._unload(None, stream)
         stream.put(Status(f"loading {display}"))
         self._model, self._tokenizer, self._info = loader.load(display, model_dir)
         store.mark_used(model_dir)

