@@ -155,7 +155,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.served: dict[str, int] = {}  # body bytes sent per file name
-        self.throttle_s = 0.0  # pause between 16 KB chunks
+        self.throttle_s = 0.0  # pause between 16 kB chunks
         self.drop_after: dict[str, int] = {}  # file name -> close the connection after this many bytes, once
         self.broken_at: dict[str, int] = {}  # file name -> every response stops at this offset of the file
         self.lock = threading.Lock()

@@ -54,7 +54,7 @@ def test_models_lists_the_embedded_model_and_what_fits_offline(tmp_path):
 def test_dry_run_prints_the_estimate_and_writes_nothing(fake_hub, tiny_repo_files, tmp_path):
     proc = squish(tmp_path, "pull", TINY_REPO, "--dry-run", endpoint=fake_hub.url)
     assert proc.returncode == 0, proc.stderr
-    assert "download: 696.5 KB in 6 files" in proc.stdout
+    assert "download: 696.5 kB in 6 files" in proc.stdout
     assert "disk: needs" in proc.stdout and ": ok" in proc.stdout
     assert "RAM: ~0.30 GB (weights 0.00 + KV cache 0.00 at 512 tokens" in proc.stdout
     assert listing(tmp_path) == []
@@ -133,7 +133,7 @@ def test_pull_answer_default_offline_and_rm(fake_hub, tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_pull_resumes(fake_hub, tmp_path):
-    fake_hub.throttle_s = 0.1  # about 160 KB/s
+    fake_hub.throttle_s = 0.1  # about 160 kB/s
     puller = subprocess.Popen(
         [*SQUISH, "pull", TINY_REPO],
         env=squish_env(tmp_path, fake_hub.url),

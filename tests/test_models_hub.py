@@ -211,6 +211,15 @@ def test_a_changed_repo_restarts_the_partial_download(fake_hub, tmp_path):
     assert store.read_manifest(target) is not None
 
 
+def test_two_pulls_of_one_model_never_share_files(fake_hub, tmp_path):
+    plan = plan_for(fake_hub, tmp_path)
+    with hub.pull_lock(plan.staging, plan.name):
+        with pytest.raises(UserError, match=f"another squish pull of {TINY_REPO} is running"):
+            hub.download(plan, endpoint=fake_hub.url)
+    assert hub.download(plan, endpoint=fake_hub.url) == plan.target
+    assert not plan.staging.with_name(plan.staging.name + ".lock").exists()
+
+
 def test_the_fake_hub_serves_huggingface_hub_itself(fake_hub, tiny_repo_files, tmp_path):
     """huggingface_hub's own HEAD + redirect + download path accepts the fake hub's answers."""
     from huggingface_hub import hf_hub_download

@@ -53,7 +53,7 @@ async def test_pull_screen_shows_progress_and_returns_the_ready_model(fake_hub, 
 
         await wait_until(pilot, watch)
     assert app.result == TINY_REPO
-    assert any("/s · ETA" in line and " KB / 696.5 KB" in line for line in seen), seen
+    assert any("/s · ETA" in line and " kB / 696.5 kB" in line for line in seen), seen
     assert store.read_manifest(store.model_dir_for(TINY_REPO, tmp_path)) is not None
     assert config.default_model(tmp_path) == TINY_REPO
 
@@ -66,7 +66,7 @@ async def test_pull_screen_progress_bar_and_plan(fake_hub, tmp_path):
         await wait_until(pilot, lambda: (app.screen.query_one(ProgressBar).progress or 0) > 0)
         bar = app.screen.query_one(ProgressBar)
         assert bar.total == 696538
-        assert "696.5 KB in 6 files" in text(app, "#pull-plan") and "RAM ~0.30 GB" in text(app, "#pull-plan")
+        assert "696.5 kB in 6 files" in text(app, "#pull-plan") and "RAM ~0.30 GB" in text(app, "#pull-plan")
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
     assert app.result == TINY_REPO
 

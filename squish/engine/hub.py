@@ -19,6 +19,7 @@ The endpoint is `HF_ENDPOINT` (huggingface_hub's default) unless a caller passes
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -313,15 +314,23 @@ def pull_lock(staging: Path, name: str):
     """One pull per model at a time: a second one is refused instead of sharing the .part files."""
     lock_path = staging.with_name(staging.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another squish pull of {name} is running") from None
-        try:
-            yield
-        finally:
-            lock_path.unlink(missing_ok=True)
+    while True:
+        with lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another squish pull of {name} is running") from None
+            try:
+                current = lock_path.stat().st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(handle.fileno()).st_ino:
+                continue  # the holder finished and removed this lock file while we waited: lock the new one
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)
+            return
 
 
 def check_disk(plan: Plan) -> None:
@@ -338,7 +347,7 @@ def human_size(nbytes: float) -> str:
         return f"{nbytes / 1e9:.2f} GB"
     if nbytes >= 1e6:
         return f"{nbytes / 1e6:.1f} MB"
-    return f"{nbytes / 1e3:.1f} KB"
+    return f"{nbytes / 1e3:.1f} kB"
 
 
 def download(
