@@ -3,6 +3,7 @@
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -180,6 +181,22 @@ def test_a_corrupt_download_is_exit_2_and_never_ready(fake_hub, tiny_repo_files,
     assert "does not match the hub's sha256" in proc.stderr.splitlines()[-1]
     listed = json.loads(squish(tmp_path, "models", "--json").stdout)
     assert [m["name"] for m in listed["local"]] == ["smollm2:135m"]
+
+
+def test_model_commands_keep_startup_light(tmp_path):
+    code = (
+        "import sys\n"
+        "from squish.cli import main\n"
+        "for argv in (['models', '--help'], ['pull', '--help'], ['rm', '--help'], ['--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('mlx', 'textual', 'huggingface_hub') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=squish_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("command", ["models", "pull", "rm"])

@@ -11,6 +11,7 @@ from squish.tui.first_run import FirstRunScreen, needs_first_run
 from squish.tui.pull_screen import PullScreen
 
 SHARD = "model-00001-of-00002.safetensors"
+SIZE = (100, 40)  # room for the dialogs with long error lines, so clicks land on the buttons
 NO_RESULT = object()
 
 
@@ -37,14 +38,16 @@ async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
 
 
 def text(app, selector: str) -> str:
-    return str(app.screen.query_one(selector, Label).render())
+    """A label's text, or "" while the pushed screen is not shown yet."""
+    found = app.screen.query(selector)
+    return str(found.first(Label).render()) if found else ""
 
 
 async def test_pull_screen_shows_progress_and_returns_the_ready_model(fake_hub, tmp_path):
-    fake_hub.throttle_s = 0.01
+    fake_hub.throttle_s = 0.02
     app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url, make_default=True))
     seen = set()
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SIZE) as pilot:
 
         def watch():
             if isinstance(app.screen, PullScreen):
@@ -61,7 +64,7 @@ async def test_pull_screen_shows_progress_and_returns_the_ready_model(fake_hub, 
 async def test_pull_screen_progress_bar_and_plan(fake_hub, tmp_path):
     fake_hub.throttle_s = 0.05
     app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: fake_hub.served.get(SHARD, 0) > 0)
         await wait_until(pilot, lambda: (app.screen.query_one(ProgressBar).progress or 0) > 0)
         bar = app.screen.query_one(ProgressBar)
@@ -74,7 +77,7 @@ async def test_pull_screen_progress_bar_and_plan(fake_hub, tmp_path):
 async def test_cancel_keeps_the_partial_for_the_next_pull(fake_hub, tmp_path):
     fake_hub.throttle_s = 0.1
     app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url, make_default=True))
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: fake_hub.served.get(SHARD, 0) > 0)
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
@@ -86,7 +89,7 @@ async def test_cancel_keeps_the_partial_for_the_next_pull(fake_hub, tmp_path):
 
     fake_hub.throttle_s = 0.0
     app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
     assert app.result == TINY_REPO
     assert len(fake_hub.range_requests(SHARD)) == 1  # resumed, not restarted
@@ -94,7 +97,7 @@ async def test_cancel_keeps_the_partial_for_the_next_pull(fake_hub, tmp_path):
 
 async def test_disk_refusal_is_shown_and_writes_nothing(fake_hub, tmp_path):
     app = Host(lambda: PullScreen(HUGE_REPO, home=tmp_path, endpoint=fake_hub.url))
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "not enough disk" in text(app, "#pull-error"))
         assert str(app.screen.query_one("#pull-cancel", Button).label) == "Close"
         await pilot.click("#pull-cancel")
@@ -106,7 +109,7 @@ async def test_disk_refusal_is_shown_and_writes_nothing(fake_hub, tmp_path):
 async def test_unreachable_hub_is_shown(tmp_path):
     endpoint = closed_port_url()
     app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=endpoint))
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "cannot reach the hub" in text(app, "#pull-error"))
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
@@ -116,7 +119,7 @@ async def test_unreachable_hub_is_shown(tmp_path):
 async def test_an_already_downloaded_model_returns_at_once(fake_hub, tmp_path):
     for _ in range(2):
         host = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
-        async with host.run_test() as pilot:
+        async with host.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda app=host: app.result is not NO_RESULT)
         assert host.result == TINY_REPO
     assert [r for r in fake_hub.requests if "/api/models/" in r[1]] == [
@@ -130,8 +133,8 @@ M3 = hardware.Hardware("Metal", "Apple M3", 16.0, 10.0, 200.0)
 async def test_first_run_offers_the_recommended_model_and_saves_the_choice(tmp_path):
     assert needs_first_run(tmp_path)
     app = Host(lambda: FirstRunScreen(home=tmp_path, hw=M3))
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
         offer = text(app, "#first-run-offer")
         assert "Recommended: qwen3:8b (mlx-community/Qwen3-8B-4bit)" in offer
         assert "download about 4.61 GB" in offer and "KV cache" in offer
@@ -146,7 +149,8 @@ async def test_first_run_offers_the_recommended_model_and_saves_the_choice(tmp_p
 
 async def test_first_run_continue_with_the_embedded_model(tmp_path):
     app = Host(lambda: FirstRunScreen(home=tmp_path, hw=M3))
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
         await pilot.click("#first-run-embedded")
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
     assert app.result is None
@@ -157,8 +161,8 @@ async def test_first_run_continue_with_the_embedded_model(tmp_path):
 async def test_first_run_on_a_machine_where_nothing_fits(tmp_path):
     small = hardware.Hardware("CPU", "tiny", 2.0, 0.5, 1.0)
     app = Host(lambda: FirstRunScreen(home=tmp_path, hw=small))
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
         assert "No catalog model fits" in text(app, "#first-run-offer")
         assert not app.screen.query("#first-run-pull")
         await pilot.press("escape")

@@ -32,6 +32,8 @@ class FirstRunScreen(ModalScreen[str | None]):
     #first-run-dialog {
         width: 80;
         height: auto;
+        max-height: 100%;
+        overflow-y: auto;
         padding: 1 2;
         border: round $accent;
         background: $surface;

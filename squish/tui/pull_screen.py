@@ -30,6 +30,8 @@ class PullScreen(ModalScreen[str | None]):
     #pull-dialog {
         width: 76;
         height: auto;
+        max-height: 100%;
+        overflow-y: auto;
         padding: 1 2;
         border: round $accent;
         background: $surface;
