@@ -31,16 +31,17 @@ def active_gb(engine) -> float:
     return engine.memory().collect().memory.active_gb
 
 
-def test_switching_frees_the_old_model_and_keeps_it_on_a_bad_name(engine):
+def test_switching_frees_the_old_model_and_keeps_it_on_a_bad_name(engine, installed):
     loaded = engine.load(None).collect()
     assert loaded.error is None and loaded.loaded.name == "smollm2:135m"
     embedded_gb = active_gb(engine)
-    assert embedded_gb > 0.05  # ~0.1 GB of 4-bit weights
+    # MLX memory is per process and other tests' engines may hold models: compare differences.
+    weights_gb = sum(p.stat().st_size for p in store.ensure_embedded(installed).glob("*.safetensors")) / 1e9
 
     switched = engine.load(TINY_REPO).collect()
     assert switched.error is None and switched.loaded.name == TINY_REPO
     tiny_gb = active_gb(engine)
-    assert tiny_gb < embedded_gb / 10  # the 0.7 MB model alone: the embedded weights were freed
+    assert embedded_gb - tiny_gb > 0.9 * weights_gb  # the embedded weights (~0.1 GB) were freed
     answer = engine.generate(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=3, seed=0)).collect()
     assert answer.error is None and answer.stats.generation_tokens >= 1
 
@@ -51,4 +52,4 @@ def test_switching_frees_the_old_model_and_keeps_it_on_a_bad_name(engine):
 
     back = engine.load("smollm2:135m").collect()
     assert back.error is None and back.loaded.name == "smollm2:135m"
-    assert active_gb(engine) == pytest.approx(embedded_gb, rel=0.2)
+    assert active_gb(engine) - tiny_gb == pytest.approx(embedded_gb - tiny_gb, rel=0.1)
