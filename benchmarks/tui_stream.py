@@ -174,7 +174,7 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
                 headless(engine, args.max_tokens)
                 await tui_turn(pilot)
             log.take()
-            plain, tui, batch_runs = [], [], []
+            plain, tui, batch_runs, frames = [], [], [], []
             for i in range(args.runs):
                 print(f"run {i + 1}/{args.runs}", file=sys.stderr)
                 for side in ("headless", "tui") if i % 2 == 0 else ("tui", "headless"):
@@ -183,6 +183,7 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
                     else:
                         tui.append(await tui_turn(pilot))
                         batch_runs.append(log.take())
+                        frames.append(screen.pacing.frame_s)
             keys: list[float] = []
             for i in range(args.key_runs):
                 print(f"keystroke run {i + 1}/{args.key_runs}", file=sys.stderr)
@@ -208,7 +209,12 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
         "prompt": PROMPT,
         "plan": {"warmup": args.warmup, "runs": args.runs, "key_runs": args.key_runs, "max_tokens": args.max_tokens},
         "hardware": hardware(),
-        "frame_s": streaming.FRAME_S,
+        "pacing": {
+            "min_frame_s": streaming.FRAME_S,
+            "max_frame_s": streaming.MAX_FRAME_S,
+            "ui_budget": streaming.UI_BUDGET,
+            "frame_s_at_end_of_each_run": frames,
+        },
         "headless": headless_side,
         "tui": tui_side,
         "decode_ratio": ratio,
@@ -232,10 +238,15 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
 async def long_answer(tokens: int, live_blocks: int, per_batch: int = 3) -> dict:
     """UI CPU per token early and late in one synthetic answer of `tokens` words (no model)."""
     from textual.app import App
+    from textual.containers import VerticalScroll
 
     class Host(App):
         def compose(self):
-            yield message_widget.ChatMessage("assistant")
+            with VerticalScroll():  # as in the chat screen: the view follows the bottom
+                yield message_widget.ChatMessage("assistant")
+
+        def on_mount(self):
+            self.query_one(VerticalScroll).anchor()
 
     saved, message_widget.LIVE_BLOCKS = message_widget.LIVE_BLOCKS, live_blocks
     words = " ".join(LONG_PIECES * (tokens // 20 + 1)).split(" ")[:tokens]
@@ -259,6 +270,8 @@ async def long_answer(tokens: int, live_blocks: int, per_batch: int = 3) -> dict
         "freezes": freezes,
         "ui_cpu_ms_per_token_first_tenth_p50": percentile(costs[:tenth], 50),
         "ui_cpu_ms_per_token_last_tenth_p50": percentile(costs[-tenth:], 50),
+        "ui_cpu_ms_per_token_first_tenth_p95": percentile(costs[:tenth], 95),
+        "ui_cpu_ms_per_token_last_tenth_p95": percentile(costs[-tenth:], 95),
     }
 
 

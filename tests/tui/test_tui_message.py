@@ -21,6 +21,8 @@ def test_freeze_point_never_cuts_a_fence_or_a_continuation():
     assert text[point:] == "last"
     assert freeze_point("```\nopen fence\n\nstill code\n") == 0
     assert freeze_point("a\n\n  indented\n") == 0
+    assert freeze_point("a\n\n\tindented\n") == 0
+    assert freeze_point("a\n\n one space is a new paragraph") == 3
     assert freeze_point("no blank line yet") == 0
 
 

@@ -55,6 +55,9 @@ async def test_answer_streams_with_stats_and_survives_a_restart(engine, tmp_path
         assert len(answer.query(".body")) == 1 and not answer.query(Markdown)  # one full render at the end
         footer = str(answer.query_one(".footer").render())
         assert "TTFT" in footer and "tok/s" in footer and f"{stats.generation_tokens} tokens" in footer
+        await pilot.pause(0.2)
+        view = screen.conversation.region  # the view followed the answer: its end is on screen
+        assert view.y < answer.region.bottom <= view.bottom
         first_prompt_tokens = stats.prompt_tokens
     history.close()
 
@@ -98,6 +101,8 @@ async def test_escape_stops_the_answer_and_keeps_it(engine, history, wait_until)
 
 
 async def test_slash_commands(engine, tmp_path, wait_until, notifications):
+    from textual.command import CommandList
+
     from squish.tui.screens.chats import ChatsScreen
     from squish.tui.screens.info import InfoScreen
     from squish.tui.screens.models import ModelScreen
@@ -128,8 +133,12 @@ async def test_slash_commands(engine, tmp_path, wait_until, notifications):
         await command(pilot, "/help")
         assert isinstance(app.screen, InfoScreen) and "/export [path]" in app.screen.markdown
         await pilot.press("escape")
-        await command(pilot, "/stats")
-        assert isinstance(app.screen, InfoScreen) and EMBEDDED_NAME in app.screen.markdown
+        await pilot.press("ctrl+p")  # the command palette offers every slash command
+        await pilot.press(*"/stats")
+        await wait_until(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, timeout=10, what="hits")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, InfoScreen), timeout=10, what="the stats page")
+        assert EMBEDDED_NAME in app.screen.markdown
         await pilot.press("escape")
         assert app.screen is screen
 

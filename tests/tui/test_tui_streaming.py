@@ -5,7 +5,7 @@ import time
 
 from squish.engine.events import Done, Error, EventStream, Live, Progress, Stats, Token
 from squish.tui.messages import LiveReading, PrefillProgress, TokensArrived, TurnFinished
-from squish.tui.streaming import FRAME_S, pump
+from squish.tui.streaming import FRAME_S, MAX_FRAME_S, UI_BUDGET, Pacing, pump
 
 STATS = Stats(1.0, 2.0, 3.0, 4, 0, 5, 0.1, 0.1, 0.2, "stop", 1)
 
@@ -103,3 +103,42 @@ def test_a_cancelled_worker_cancels_the_stream_and_returns():
     started = time.monotonic()
     assert pump(stream, posted.append, cancelled=lambda: True) == "cancelled"
     assert stream.cancelled and time.monotonic() - started < 1.0
+
+
+def test_pacing_widens_the_frame_while_drawing_is_expensive_and_narrows_it_after():
+    wall, cpu = [0.0], [0.0]
+    pacing = Pacing(clock=lambda: wall[0], cpu=lambda: cpu[0])
+
+    def batch(seconds: float, busy: float) -> None:
+        wall[0] += seconds
+        cpu[0] += seconds * busy
+        pacing.observe()
+
+    pacing.start()
+    for _ in range(30):
+        batch(0.15, 0.08)  # drawing takes 8% of the UI thread: twice the budget
+    assert pacing.frame_s == MAX_FRAME_S and pacing.share > UI_BUDGET
+    for _ in range(30):
+        batch(0.03, 0.005)
+    assert pacing.frame_s == FRAME_S
+
+
+def test_the_pump_follows_the_pacing_interval():
+    stream = EventStream()
+    pacing = Pacing()
+    pacing.frame_s = 0.2
+
+    def produce():
+        for i in range(60):
+            stream.put(Token("x", i))
+            time.sleep(0.01)
+        stream.put(Done("length"))
+
+    producer = threading.Thread(target=produce)
+    posted = []
+    producer.start()
+    pump(stream, posted.append, pacing=pacing)
+    producer.join()
+    batches = [m for m in posted if isinstance(m, TokensArrived)]
+    assert sum(b.tokens for b in batches) == 60
+    assert len(batches) <= 0.6 / 0.2 + 3

@@ -31,7 +31,7 @@ from ..messages import (
     TurnFinished,
 )
 from ..models import ModelChoice, local_models
-from ..streaming import pump
+from ..streaming import Pacing, pump
 from ..widgets.message import ChatMessage
 from ..widgets.model_bar import ModelBar
 from ..widgets.prompt import PromptInput
@@ -41,6 +41,7 @@ from .info import InfoScreen
 from .models import ModelScreen
 
 MEMORY_POLL_S = 0.5
+LIVE_EVERY_S = 0.45
 SAVE_PARTIAL_S = 2.0  # how often a streaming answer is written to the history
 FINISH_NOTES = {
     "cancelled": "stopped",
@@ -124,6 +125,8 @@ class ChatScreen(Screen):
         self.last_answer = ""
         self.turns: list[Stats] = []
         self.last_memory: Memory | None = None
+        self.pacing = Pacing()
+        self.live_shown_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield ModelBar()
@@ -265,16 +268,18 @@ class ChatScreen(Screen):
         self.stream = self.engine.generate(request)
         self.stats_panel.show_turn(None, None, 0)
         self.stats_panel.set_state("waiting for the model" if self.model_loading else "prefilling")
+        self.pacing.start()
         self._pump_worker(self.stream)
 
     @work(thread=True, group="generate", exit_on_error=False)
     def _pump_worker(self, stream) -> None:
         worker = get_current_worker()
-        pump(stream, self.post_message, lambda: worker.is_cancelled)
+        pump(stream, self.post_message, lambda: worker.is_cancelled, self.pacing)
 
     async def on_tokens_arrived(self, message: TokensArrived) -> None:
         if self.answer is None:
             return
+        self.pacing.observe()
         self.turn_tokens += message.tokens
         await self.answer.append(message.text)
         now = time.monotonic()
@@ -289,6 +294,10 @@ class ChatScreen(Screen):
             self.stats_panel.set_state("generating")
 
     def on_live_reading(self, message: LiveReading) -> None:
+        now = time.monotonic()
+        if now - self.live_shown_at < LIVE_EVERY_S:
+            return  # the engine reports 4 times a second; twice is enough to read, and costs half
+        self.live_shown_at = now
         live = message.live
         self.stats_panel.show_turn(live.ttft_ms, live.decode_tps, live.generation_tokens)
         # RSS and available memory are psutil readings, safe on this thread; MLX's come from the engine.

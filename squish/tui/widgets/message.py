@@ -4,9 +4,10 @@ An answer streams into a Textual `Markdown` widget through `MarkdownStream`. Tex
 lays out every widget of the screen on each update, and its Markdown makes a widget
 per block (several per list item), so a long answer would make each update slower.
 The live widget therefore holds only the last few blocks: once it has more than
-`LIVE_BLOCKS`, the finished blocks before it are frozen into one static Rich render,
-and the tail keeps streaming. When the answer ends, the whole text is rendered once,
-in full, as one widget (code fences and lists come out right across the seams).
+`LIVE_BLOCKS`, the finished text before them is frozen into one static Rich render
+(one widget, redrawn only at each freeze), and the tail keeps streaming. When the
+answer ends, the whole text is rendered once, in full, as one widget (code fences and
+lists come out right across the seams).
 """
 
 from rich.markdown import Markdown as RichMarkdown
@@ -26,11 +27,13 @@ def rendered(text: str) -> RichMarkdown:
 
 def freeze_point(text: str) -> int:
     """The end of the last blank line after which `text` can be cut into two documents that
-    render as one: not inside a code fence, and not before an indented continuation line."""
+    render as one: not inside a code fence, and not before a line indented enough (two
+    spaces, or a tab) to continue a list item or start indented code."""
     point, offset, fenced, blank = 0, 0, False, False
     for line in text.splitlines(keepends=True):
         stripped = line.strip()
-        if blank and not fenced and stripped and not line[0].isspace():
+        indent = line[: len(line) - len(line.lstrip())]
+        if blank and not fenced and stripped and len(indent) < 2 and "\t" not in indent:
             point = offset
         if stripped.startswith(FENCES):
             fenced = not fenced
@@ -69,6 +72,7 @@ class ChatMessage(Vertical):
         self._footer_text = footer
         self._footer_class = footer_class
         self._live: Markdown | None = None
+        self._frozen: Static | None = None
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
@@ -98,8 +102,12 @@ class ChatMessage(Vertical):
         if point == 0:
             return
         await self._stream.stop()
-        frozen, self.tail = self.tail[:point], self.tail[point:]
-        await self.mount(Static(rendered(frozen), classes="body frozen"), before=self._live)
+        self.tail = self.tail[point:]
+        frozen = self.text[: len(self.text) - len(self.tail)]
+        if self._frozen is None:
+            self._frozen = Static(classes="body frozen")
+            await self.mount(self._frozen, before=self._live)
+        self._frozen.update(rendered(frozen))
         await self._live.update(self.tail)
         self._stream = Markdown.get_stream(self._live)
         self.freezes += 1
@@ -114,6 +122,7 @@ class ChatMessage(Vertical):
             if self._live is not None:
                 await self._live.remove()
                 self._live = None
+            self._frozen = None
             if self.text:
                 await self.mount(Static(rendered(self.text), classes="body"), before=self.query_one(".footer"))
         self.tail = ""

@@ -64,6 +64,6 @@ class ModelBar(Static):
         else:
             left = self.model or "no model"
         title = f"  │  {self.chat_title}" if self.chat_title else ""
-        self.update(f"squish  │  {left}{title}")
+        self.update(f"squish  │  {left}{title}", layout=False)  # one docked line: its size never changes
         self.set_class(bool(self.loading_text), "loading")
         self.set_class(bool(self.failed), "failed")

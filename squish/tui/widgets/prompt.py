@@ -24,6 +24,7 @@ class PromptInput(TextArea):
 
     def __init__(self, prompts: list[str] | None = None, **kwargs) -> None:
         super().__init__(soft_wrap=True, highlight_cursor_line=False, **kwargs)
+        self.cursor_blink = False  # a blinking cursor redraws the screen twice a second, also mid-answer
         self.prompts = list(prompts or [])  # earlier prompts, oldest first
         self._recall: int | None = None  # index into prompts while recalling
         self._draft = ""

@@ -12,6 +12,8 @@ def row(label: str, value: str, width: int = 26) -> str:
 
 
 class StatsPanel(Vertical):
+    """Its lines have fixed heights, so an update repaints them without a screen layout."""
+
     DEFAULT_CSS = """
     StatsPanel {
         width: 30;
@@ -21,7 +23,8 @@ class StatsPanel(Vertical):
         & > .title { color: $text-muted; text-style: bold; margin-top: 1; }
         & > .title.first { margin-top: 0; }
         & > Sparkline { height: 2; }
-        & > .state { color: $text-muted; margin-top: 1; }
+        & > .state { color: $text-muted; margin-top: 1; height: 1; }
+        & > #turn, & > #memory { height: 4; }
     }
     """
 
@@ -82,7 +85,7 @@ class StatsPanel(Vertical):
         self.ttft_ms, self.decode_tps, self.tokens = ttft_ms, decode_tps, tokens
         if prefill_tps is not None or tokens in (None, 0):
             self.prefill_tps = prefill_tps
-        self.query_one("#turn", Static).update(self._turn_text())
+        self.query_one("#turn", Static).update(self._turn_text(), layout=False)
 
     def add_turn_rate(self, decode_tps: float) -> None:
         self.recent_tps = (self.recent_tps + [decode_tps])[-RECENT_TURNS:]
@@ -95,8 +98,8 @@ class StatsPanel(Vertical):
         if available_gb is None:
             available_gb = self.memory[3] if self.memory else 0.0
         self.memory = (active_gb, peak_gb, rss_gb, available_gb)
-        self.query_one("#memory", Static).update(self._memory_text())
+        self.query_one("#memory", Static).update(self._memory_text(), layout=False)
 
     def set_state(self, text: str) -> None:
         self.state = text
-        self.query_one("#state", Static).update(text)
+        self.query_one("#state", Static).update(text, layout=False)
