@@ -206,6 +206,7 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
         "name": "tui-stream",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": info.name,
+        "commit": commit(),
         "prompt": PROMPT,
         "plan": {"warmup": args.warmup, "runs": args.runs, "key_runs": args.key_runs, "max_tokens": args.max_tokens},
         "hardware": hardware(),
@@ -273,6 +274,20 @@ async def long_answer(tokens: int, live_blocks: int, per_batch: int = 3) -> dict
         "ui_cpu_ms_per_token_first_tenth_p95": percentile(costs[:tenth], 95),
         "ui_cpu_ms_per_token_last_tenth_p95": percentile(costs[-tenth:], 95),
     }
+
+
+def commit() -> str | None:
+    """The git commit measured, with "+dirty" when the tree has changes."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def save(result: dict, results_dir: Path) -> Path:
