@@ -89,11 +89,7 @@ class BatchLog:
 
 def cpu_per_token(batches: list[tuple[float, float, int]]) -> list[float]:
     """UI CPU ms spent from one batch to the next, per token of the first (the render of it)."""
-    return [
-        (b[1] - a[1]) * 1000 / a[2]
-        for a, b in zip(batches, batches[1:])
-        if a[2] > 0
-    ]
+    return [(b[1] - a[1]) * 1000 / a[2] for a, b in zip(batches, batches[1:]) if a[2] > 0]
 
 
 def headless(engine: Engine, max_tokens: int):
@@ -198,10 +194,13 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
             max(s.peak_memory_gb for s in stats_list),
         )
         summary["generation_tokens"] = [s.generation_tokens for s in stats_list]
+        summary["decode_tps_runs"] = [s.decode_tps for s in stats_list]
         return summary
 
     headless_side, tui_side = side(plain), side(tui)
     ratio = tui_side["decode_tps"] / headless_side["decode_tps"] if headless_side["decode_tps"] else 0.0
+    # Each headless run and the TUI run beside it saw about the same machine load.
+    paired = [t.decode_tps / h.decode_tps for h, t in zip(plain, tui) if h.decode_tps]
     return {
         "name": "tui-stream",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -219,6 +218,8 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
         "headless": headless_side,
         "tui": tui_side,
         "decode_ratio": ratio,
+        "decode_ratio_paired_p50": percentile(paired, 50) if paired else 0.0,
+        "decode_ratio_paired_runs": paired,
         "ui": ui_report(batch_runs, [s.generation_tokens for s in tui]),
         "keystrokes": {
             "presses": len(keys),
@@ -328,7 +329,8 @@ def main() -> int:
     print(f"model {result['model']} on {result['hardware']['backend']} ({result['hardware']['chip']})")
     print(
         f"decode tok/s p50: headless {h['decode_tps']:.2f} (sd {h['decode_tps_stddev']:.2f}), "
-        f"TUI {t['decode_tps']:.2f} (sd {t['decode_tps_stddev']:.2f}), ratio {result['decode_ratio']:.3f}"
+        f"TUI {t['decode_tps']:.2f} (sd {t['decode_tps_stddev']:.2f}), ratio {result['decode_ratio']:.3f}; "
+        f"median of paired ratios {result['decode_ratio_paired_p50']:.3f}"
     )
     print(f"TTFT ms p50: headless {h['ttft_ms_p50']:.0f}, TUI {t['ttft_ms_p50']:.0f}")
     print(

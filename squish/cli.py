@@ -53,7 +53,9 @@ def main_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-p", "--prompt", help='answer PROMPT and exit ("-" reads standard input)')
-    parser.add_argument("--continue", dest="continue_chat", action="store_true", help="reopen the last chat in the chat app")
+    parser.add_argument(
+        "--continue", dest="continue_chat", action="store_true", help="reopen the last chat in the chat app"
+    )
     parser.add_argument("-m", "--model", help="model name or path (default: the embedded smollm2:135m)")
     parser.add_argument("--system", help="system prompt for this request")
     parser.add_argument("--max-tokens", type=int, default=512, help="most tokens to generate (default 512)")

@@ -66,6 +66,7 @@ HELP = "\n".join(
         "| Shift+Enter, Ctrl+J | new line |",
         "| Up / Down (first / last line) | earlier / later prompts |",
         "| Esc | stop the answer (the partial answer is kept) |",
+        "| Ctrl+N / Ctrl+L / F1 | new chat / saved chats / this help |",
         "| Ctrl+P | command palette |",
         "| Ctrl+Q | quit |",
         "",

@@ -93,9 +93,7 @@ class History:
     def migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise HistoryError(
-                f"{self.path} has schema version {version}; this squish knows up to {SCHEMA_VERSION}"
-            )
+            raise HistoryError(f"{self.path} has schema version {version}; this squish knows up to {SCHEMA_VERSION}")
         for target in range(version, SCHEMA_VERSION):
             with self.transaction():
                 # Statement by statement: executescript() would commit mid-migration.
@@ -165,7 +163,8 @@ class History:
         now = self.clock()
         with self.transaction():
             cursor = self.db.execute(
-                "INSERT INTO messages (chat_id, role, content, created, finish_reason, stats) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (chat_id, role, content, created, finish_reason, stats) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (chat_id, role, content, now, finish_reason, json.dumps(stats) if stats else None),
             )
             self.db.execute(
@@ -222,6 +221,4 @@ class _Transaction:
 
 
 def _chat(row) -> Chat:
-    return Chat(
-        row["id"], row["title"], row["model"], row["system_prompt"], row["created"], row["updated"], row["n"]
-    )
+    return Chat(row["id"], row["title"], row["model"], row["system_prompt"], row["created"], row["updated"], row["n"])

@@ -14,7 +14,9 @@ class ModelChoice:
 
 def local_models() -> list[ModelChoice]:
     """Ready local models (their manifest written), the embedded one always first."""
-    choices = [ModelChoice(store.EMBEDDED_NAME, store.EMBEDDED_NAME, "embedded SmolLM2-135M-Instruct (Q4), always available")]
+    choices = [
+        ModelChoice(store.EMBEDDED_NAME, store.EMBEDDED_NAME, "embedded SmolLM2-135M-Instruct (Q4), always available")
+    ]
     models_dir = store.models_dir()
     if not models_dir.is_dir():
         return choices

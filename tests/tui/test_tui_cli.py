@@ -24,7 +24,9 @@ def test_help_shows_continue(tmp_path):
 def test_continue_does_not_combine_with_a_prompt(tmp_path):
     result = squish("--continue", "-p", "hi", home=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == "squish: error: --continue reopens a chat in the chat app; it does not combine with -p"
+    assert (
+        result.stderr.strip() == "squish: error: --continue reopens a chat in the chat app; it does not combine with -p"
+    )
     assert result.stdout == ""
 
 

@@ -110,7 +110,9 @@ async def test_slash_commands(engine, tmp_path, wait_until, notifications):
     history = History(tmp_path / "history.db")
     old = history.create_chat(EMBEDDED_NAME)
     history.add_message(old.id, "user", "Name a color.")
-    history.add_message(old.id, "assistant", "Blue.", "stop", {"ttft_ms": 10.0, "decode_tps": 5.0, "generation_tokens": 2})
+    history.add_message(
+        old.id, "assistant", "Blue.", "stop", {"ttft_ms": 10.0, "decode_tps": 5.0, "generation_tokens": 2}
+    )
     app = SquishApp(engine, history, continue_last=True)
 
     async def command(pilot, text: str) -> None:

@@ -4,6 +4,7 @@ Everything here runs on the Textual event loop except the methods marked as thre
 workers, which only read engine event streams and post messages (squish/tui/messages.py).
 """
 
+import queue
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from ...engine.engine import ChatRequest
-from ...engine.events import Error, Loaded, Memory, Stats, Status
+from ...engine.events import Done, Error, EventStream, Loaded, Memory, Stats, Status
 from ...engine.metrics import process_rss_gb, system_available_gb
 from .. import commands
 from ..history import INCOMPLETE, Chat, History, HistoryError
@@ -32,6 +33,7 @@ from ..messages import (
 )
 from ..models import ModelChoice, local_models
 from ..streaming import Pacing, pump
+from ..transcript import export_markdown, footer_for, stats_markdown, stored_stats
 from ..widgets.message import ChatMessage
 from ..widgets.model_bar import ModelBar
 from ..widgets.prompt import PromptInput
@@ -43,38 +45,20 @@ from .models import ModelScreen
 MEMORY_POLL_S = 0.5
 LIVE_EVERY_S = 0.45
 SAVE_PARTIAL_S = 2.0  # how often a streaming answer is written to the history
-FINISH_NOTES = {
-    "cancelled": "stopped",
-    "length": "max tokens reached",
-    "timeout": "timed out",
-    "repetition": "stopped: repeating itself",
-    "nan": "stopped: invalid logits",
-    "error": "failed",
-}
 
 
-def footer_for(stats: dict, finish_reason: str | None) -> tuple[str, str]:
-    """(footer line, css class) for an answer's stats as stored in the history."""
-    parts = []
-    if stats.get("generation_tokens"):
-        parts += [
-            f"TTFT {stats.get('ttft_ms', 0):.0f} ms",
-            f"{stats.get('decode_tps', 0):.1f} tok/s",
-            f"{stats['generation_tokens']} tokens",
-        ]
-    note = FINISH_NOTES.get(finish_reason or "")
-    if finish_reason == INCOMPLETE:
-        note = "interrupted"
-    if note:
-        parts.append(note)
-    css = {"cancelled": "stopped", INCOMPLETE: "stopped", "error": "failed", "timeout": "failed"}
-    return " · ".join(parts), css.get(finish_reason or "", "")
-
-
-def stored_stats(stats: Stats | None, model: str | None) -> dict:
-    if stats is None:
-        return {"model": model} if model else {}
-    return {**stats.public(), "finish_reason": stats.finish_reason, "model": model}
+def until_done(stream: EventStream):
+    """A stream's events, in a thread worker; stops early when the worker is cancelled (the
+    app is closing), so quitting never waits for a long model import to finish."""
+    worker = get_current_worker()
+    while not worker.is_cancelled:
+        try:
+            event = stream.get(timeout=0.25)
+        except queue.Empty:
+            continue
+        yield event
+        if isinstance(event, Done):
+            return
 
 
 class ChatScreen(Screen):
@@ -182,7 +166,7 @@ class ChatScreen(Screen):
 
     @work(thread=True, group="load", exit_on_error=False)
     def _load_worker(self, name: str | None) -> None:
-        for event in self.engine.load(name):
+        for event in until_done(self.engine.load(name)):
             if isinstance(event, Status):
                 self.post_message(ModelStatus(event.text))
             elif isinstance(event, Loaded):
@@ -216,8 +200,7 @@ class ChatScreen(Screen):
         worker = get_current_worker()
         while not worker.is_cancelled:
             if not self.busy and not self.model_loading:
-                stream = self.engine.memory()
-                for event in stream:
+                for event in until_done(self.engine.memory()):
                     if isinstance(event, Memory):
                         self.post_message(MemoryReading(event))
             worker.cancelled_event.wait(MEMORY_POLL_S)
@@ -301,7 +284,9 @@ class ChatScreen(Screen):
         live = message.live
         self.stats_panel.show_turn(live.ttft_ms, live.decode_tps, live.generation_tokens)
         # RSS and available memory are psutil readings, safe on this thread; MLX's come from the engine.
-        self.stats_panel.show_memory(live.active_memory_gb, live.peak_memory_gb, process_rss_gb(), system_available_gb())
+        self.stats_panel.show_memory(
+            live.active_memory_gb, live.peak_memory_gb, process_rss_gb(), system_available_gb()
+        )
 
     async def on_turn_finished(self, message: TurnFinished) -> None:
         answer, answer_id = self.answer, self.answer_id
@@ -329,7 +314,9 @@ class ChatScreen(Screen):
             self.stats_panel.show_memory(stats.active_memory_gb, stats.peak_memory_gb, stats.rss_gb)
         if self.chat is not None and self.model_name:
             self.history.set_model(self.chat.id, self.model_name)
-        self.stats_panel.set_state("loading model" if self.model_loading else "ready" if self.model_info else "no model")
+        self.stats_panel.set_state(
+            "loading model" if self.model_loading else "ready" if self.model_info else "no model"
+        )
         self.stream = self.answer = self.answer_id = None  # last: `busy` holds until the turn is recorded
 
     def action_stop(self) -> None:
@@ -355,7 +342,9 @@ class ChatScreen(Screen):
         widgets = []
         if chat is not None:
             for message in self.history.messages(chat.id):
-                footer, css = footer_for(message.stats, message.finish_reason) if message.role == "assistant" else ("", "")
+                footer, css = (
+                    footer_for(message.stats, message.finish_reason) if message.role == "assistant" else ("", "")
+                )
                 widgets.append(ChatMessage(message.role, message.content, footer, css))
                 if message.content:
                     self.context.append({"role": message.role, "content": message.content})
@@ -476,69 +465,7 @@ class ChatScreen(Screen):
         self.notify(f"copied the last answer ({len(self.last_answer)} characters)")
 
     async def command_stats(self, _argument: str) -> None:
-        self.app.push_screen(InfoScreen(self.stats_markdown()))
+        self.app.push_screen(InfoScreen(stats_markdown(self.model_info, self.last_stats, self.turns, self.last_memory)))
 
     async def command_quit(self, _argument: str) -> None:
         self.app.exit()
-
-    def stats_markdown(self) -> str:
-        lines = ["# Stats", ""]
-        info = self.model_info
-        if info is not None:
-            lines += [
-                f"**Model** {info.name} · {info.quantization} · {info.backend} · "
-                f"{info.size_gb:.2f} GB · context {info.context_length}",
-                "",
-            ]
-        stats = self.last_stats
-        if stats is None:
-            lines.append("No answer yet in this session.")
-        else:
-            lines += [
-                "## Last answer",
-                "",
-                "| | |",
-                "| --- | --- |",
-                f"| TTFT | {stats.ttft_ms:.0f} ms |",
-                f"| prefill | {stats.prefill_tps:.1f} tok/s ({stats.prompt_tokens} prompt tokens, "
-                f"{stats.cached_tokens} from the KV cache) |",
-                f"| decode | {stats.decode_tps:.1f} tok/s ({stats.generation_tokens} tokens) |",
-                f"| MLX peak memory | {stats.peak_memory_gb:.3f} GB |",
-                f"| process RSS | {stats.rss_gb:.3f} GB |",
-                f"| finish | {stats.finish_reason} |",
-                f"| seed | {stats.seed} |",
-            ]
-            rates = [turn.decode_tps for turn in self.turns if turn.generation_tokens > 1]
-            lines += [
-                "",
-                "## This session",
-                "",
-                f"{len(self.turns)} answers, {sum(turn.generation_tokens for turn in self.turns)} tokens"
-                + (f", mean decode {sum(rates) / len(rates):.1f} tok/s" if rates else ""),
-            ]
-        memory = self.last_memory
-        if memory is not None:
-            lines += [
-                "",
-                "## Memory",
-                "",
-                f"MLX active {memory.active_gb:.3f} GB · peak {memory.peak_gb:.3f} GB · "
-                f"cache {memory.cache_gb:.3f} GB · RSS {memory.rss_gb:.3f} GB · "
-                f"available {memory.system_available_gb:.1f} GB",
-            ]
-        return "\n".join(lines)
-
-
-def export_markdown(chat: Chat, messages) -> str:
-    names = {"user": "You", "assistant": "squish", "system": "System", "tool": "Tool"}
-    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(chat.created))
-    lines = [f"# {chat.title or 'squish chat'}", "", f"_{created} · {chat.model or 'default model'}_", ""]
-    if chat.system_prompt:
-        lines += ["## System", "", chat.system_prompt, ""]
-    for message in messages:
-        lines += [f"## {names.get(message.role, message.role)}", "", message.content, ""]
-        if message.role == "assistant":
-            footer, _ = footer_for(message.stats, message.finish_reason)
-            if footer:
-                lines += [f"_{footer}_", ""]
-    return "\n".join(lines)
