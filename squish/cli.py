@@ -15,6 +15,7 @@ from . import __version__
 EXAMPLES = """\
 examples:
   squish                                   open the chat app
+  squish --continue                        reopen the last chat in the app
   squish -p "What is the capital of France?"
   echo "Summarize: ..." | squish --quiet -p -
   squish --json -p "Name a color" --temp 0 --max-tokens 16
@@ -54,6 +55,9 @@ def main_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-p", "--prompt", help='answer PROMPT and exit ("-" reads standard input)')
+    parser.add_argument(
+        "--continue", dest="continue_chat", action="store_true", help="reopen the last chat in the chat app"
+    )
     parser.add_argument(
         "-m", "--model", help="catalog id, hub repo id or path (default: the configured default, else smollm2:135m)"
     )
@@ -257,7 +261,15 @@ def run(argv: list[str]) -> int:
     if args.prompt is None:
         from .tui.app import run_app
 
-        return run_app(model=args.model)
+        return run_app(
+            model=args.model,
+            continue_last=args.continue_chat,
+            system_prompt=args.system,
+            max_tokens=args.max_tokens,
+            temperature=args.temp,
+        )
+    if args.continue_chat:
+        raise UsageError("--continue reopens a chat in the chat app; it does not combine with -p")
     return one_shot(args)
 
 

@@ -1,0 +1,121 @@
+"""The Textual chat app that bare `squish` opens.
+
+The app never calls MLX: it sends requests to the `Engine` (one thread owns every MLX
+call) and reads each request's event stream in a Textual thread worker. See docs/tui.md.
+"""
+
+import sys
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from ..engine.store import squish_home
+from . import commands
+from .history import History, HistoryError
+from .screens.chat import ChatScreen
+
+HISTORY_FILE = "history.db"
+
+
+class SquishApp(App):
+    TITLE = "squish"
+
+    def __init__(
+        self,
+        engine,
+        history: History,
+        model: str | None = None,
+        continue_last: bool = False,
+        system_prompt: str | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.history = history
+        last = history.last_chat() if continue_last else None
+        self.chat_screen = ChatScreen(
+            engine,
+            history,
+            model=model,
+            resume=last.id if last else None,
+            system_prompt=system_prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        self._no_chat_to_continue = continue_last and last is None
+
+    def on_mount(self) -> None:
+        self.push_screen(self.chat_screen)
+        if self._no_chat_to_continue:
+            self.notify("no saved chat to continue: this is a new one")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if screen is not self.chat_screen:
+            return
+        for command in commands.COMMANDS.values():
+            if command.args.startswith("<"):
+                callback = self._prefill(f"/{command.name} ")
+            else:
+                callback = self._runner(command.name)
+            yield SystemCommand(f"/{command.name}", command.help, callback)
+
+    def _runner(self, name: str):
+        async def run() -> None:
+            await self.chat_screen.run_command(f"/{name}")
+
+        return run
+
+    def _prefill(self, text: str):
+        def prefill() -> None:
+            prompt = self.chat_screen.prompt
+            prompt.load_text(text)
+            prompt.move_cursor(prompt.document.end)
+            prompt.focus()
+
+        return prefill
+
+    def on_unmount(self) -> None:
+        stream = self.chat_screen.stream
+        if stream is not None:
+            stream.cancel()
+
+
+def run_app(
+    model: str | None = None,
+    continue_last: bool = False,
+    system_prompt: str | None = None,
+    max_tokens: int = 512,
+    temperature: float = 0.2,
+) -> int:
+    from ..engine.engine import ChatRequest, Engine, validate
+    from ..engine.errors import UserError
+
+    try:
+        validate(ChatRequest([{"role": "user", "content": "-"}], max_tokens=max_tokens, temperature=temperature))
+    except UserError as exc:
+        print(f"squish: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        history = History(squish_home() / HISTORY_FILE)
+    except HistoryError as exc:
+        print(f"squish: error: {exc}", file=sys.stderr)
+        return 2
+    engine = Engine()
+    app = SquishApp(
+        engine,
+        history,
+        model=model,
+        continue_last=continue_last,
+        system_prompt=system_prompt,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    try:
+        app.run()
+    finally:
+        engine.shutdown()
+        history.close()
+    return app.return_code or 0
