@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import SQUISH, squish_env
+from helpers import SQUISH, squish_env
 
 
 def squish(home, *args, stdin: bytes = b""):

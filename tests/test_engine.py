@@ -151,7 +151,7 @@ def test_live_events_while_decoding(tiny_engine):
 
 
 def test_nan_logits_stop_the_answer(tmp_path, home):
-    from conftest import build_tiny_model
+    from helpers import build_tiny_model
 
     # Finite float16 weights whose activations overflow to inf, then NaN, in the logits.
     model_dir = build_tiny_model(tmp_path / "overflow", home, scale=1e4, dtype="float16")

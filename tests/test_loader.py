@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import build_tiny_model
+from helpers import build_tiny_model
 from squish.engine.engine import Engine
 from squish.engine.errors import ModelError
 from squish.engine.loader import verify_dir

@@ -1,0 +1,45 @@
+"""Helpers shared by test modules (import them with `from helpers import ...`)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from squish.engine import store
+
+def build_tiny_model(path: Path, home: Path, seed: int = 0, scale: float = 1.0, dtype: str = "float32") -> Path:
+    """A 2-layer llama with random weights and the embedded model's tokenizer: fast and real."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    config = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": 49152,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+        "rope_theta": 10000.0,
+    }
+    mx.random.seed(seed)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    weights = {k: (v * scale).astype(getattr(mx, dtype)) for k, v in tree_flatten(model.parameters())}
+    path.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(path / "model.safetensors"), weights)
+    (path / "config.json").write_text(json.dumps(config))
+    embedded = store.ensure_embedded(home)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (path / name).write_bytes((embedded / name).read_bytes())
+    return path
+
+
+def squish_env(home: Path) -> dict:
+    return {**os.environ, "SQUISH_HOME": str(home), "PYTHONIOENCODING": "utf-8"}
+
+
+SQUISH = [sys.executable, "-m", "squish"]
