@@ -19,6 +19,8 @@ examples:
   echo "Summarize: ..." | squish --quiet -p -
   squish --json -p "Name a color" --temp 0 --max-tokens 16
   squish bench --quick                     squish against mlx_lm on this machine
+  squish --agent -p "Which files are in this folder?"
+  squish -p "Weather in Paris?" --tools weather.json --no-exec --json
 """
 
 BENCH_EXAMPLES = """\
@@ -63,6 +65,13 @@ def main_parser() -> Parser:
     parser.add_argument("--json", action="store_true", help="print one JSON object with the answer and stats")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details to stderr")
     parser.add_argument("--version", action="version", version=f"squish {__version__}")
+    agent = parser.add_argument_group("agent mode (docs/agent.md)")
+    agent.add_argument("--agent", action="store_true", help="let the model call tools to do the task")
+    agent.add_argument("--tools", metavar="FILE", help="more tools: OpenAI-style function schemas (JSON)")
+    agent.add_argument("--no-exec", action="store_true", help="print the validated tool calls, run nothing")
+    agent.add_argument("--yes", action="store_true", help="allow risky tools (write, edit, shell) without asking")
+    agent.add_argument("--max-steps", type=int, help="most tool steps before the agent stops (default 8)")
+    agent.add_argument("--workspace", metavar="DIR", help="folder the tools work in (default: the current one)")
     parser.epilog = EXAMPLES + "\ncommands:\n  bench    benchmark squish against mlx_lm (squish bench --help)\n"
     return parser
 
@@ -223,6 +232,12 @@ def run(argv: list[str]) -> int:
         return COMMANDS[argv[0]](argv[1:])
     args = main_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    if any((args.agent, args.tools, args.no_exec, args.yes, args.workspace, args.max_steps is not None)):
+        if args.prompt is None:
+            raise UsageError("agent mode needs -p PROMPT (in the chat app, use /agent)")
+        from .agent.oneshot import run_agent
+
+        return run_agent(args, read_prompt, UsageError, fail)
     if args.prompt is None:
         from .tui.app import run_app
 
