@@ -58,7 +58,8 @@ def measure(engine, constrained: bool, tasks=TASKS, call_tokens: int = 56, works
         agent = Agent(engine, registry, context, config=config, session=SESSION)
         system = agent.system
         result = agent.run(task)
-        reply = result.transcript.steps[0].replies[-1]["text"] if result.transcript.steps else ""
+        replies = result.transcript.steps[0].replies if result.transcript.steps else []
+        reply = replies[-1] if replies else {"text": "", "elapsed_ms": 0.0, "decode_tps": 0.0}
         calls = result.tool_calls
         if result.reason == "proposed" and calls:
             outcome = "valid"
@@ -75,7 +76,9 @@ def measure(engine, constrained: bool, tasks=TASKS, call_tokens: int = 56, works
                 "outcome": outcome,
                 "tools": [c["name"] for c in calls],
                 "right_tool": bool(calls) and calls[0]["name"] == expected,
-                "reply": reply,
+                "reply": reply["text"],
+                "elapsed_ms": reply["elapsed_ms"],
+                "decode_tps": reply["decode_tps"],
             }
         )
     counts = Counter(o["outcome"] for o in outcomes)

@@ -123,9 +123,9 @@ class ApprovalPrompt(Vertical):
         self.decision: str | None = None
         waiting = pending is None
         self.buttons = [
-            Button("Allow once [a]", id=ALLOW_ONCE, variant="success", disabled=waiting),
-            Button("Allow for session [s]", id=ALLOW_SESSION, variant="primary", disabled=waiting),
-            Button("Deny [d]", id=DENY, variant="error", disabled=waiting),
+            Button("Allow once (a)", id=ALLOW_ONCE, variant="success", disabled=waiting),
+            Button("Allow for session (s)", id=ALLOW_SESSION, variant="primary", disabled=waiting),
+            Button("Deny (d)", id=DENY, variant="error", disabled=waiting),
         ]
         self.choices = Horizontal(*self.buttons)
         self.decision_line = Static("", classes="decision")
@@ -209,15 +209,23 @@ class StepCard(Vertical):
         self.model_ms = 0.0
         self.tool_ms = 0.0
         self.live_text = ""
-        self.title = Static(self.title_text(), classes="step-title")
+        self.heading = Static(self.title_text(), classes="step-title")
         self.live = Static("", classes="live")
         self.live.display = False
         self.calls: dict[str, CallView] = {}
         self.prompts: dict[str, ApprovalPrompt] = {}
+        self.early: list = []  # events that came before the card was mounted
+        self.ready = False
 
     def compose(self) -> ComposeResult:
-        yield self.title
+        yield self.heading
         yield self.live
+
+    def on_mount(self) -> None:
+        self.ready = True
+        early, self.early = self.early, []
+        for event in early:
+            self.add_event(event)
 
     def title_text(self) -> Text:
         parts = [f"Step {self.step}"]
@@ -228,9 +236,12 @@ class StepCard(Vertical):
         return Text(" · ".join(parts))
 
     def refresh_title(self) -> None:
-        self.title.update(self.title_text())
+        self.heading.update(self.title_text())
 
     def add_event(self, event) -> None:
+        if not self.ready:  # mounting now would put the parts above the heading
+            self.early.append(event)
+            return
         live = self.live
         if isinstance(event, ModelText):
             self.live_text = (self.live_text + event.text)[-LIVE_CHARS:]
@@ -250,8 +261,11 @@ class StepCard(Vertical):
             text = f"↻ retry {event.attempt} (temperature {event.temperature:g}): {event.reason}"
             self.mount(Static(Text(text), classes="retry"))
         elif isinstance(event, ApprovalNeeded):
-            if event.call.id not in self.prompts:
+            prompt = self.prompts.get(event.call.id)
+            if prompt is None:
                 self.add_prompt(ApprovalPrompt(event))
+            elif not prompt.is_attached:
+                self.mount(prompt)  # made by AgentLog.ask before this card was mounted
         elif isinstance(event, ApprovalGiven):
             prompt = self.prompts.get(event.call_id)
             if prompt is not None:
@@ -271,7 +285,10 @@ class StepCard(Vertical):
 
     def add_prompt(self, prompt: ApprovalPrompt) -> None:
         self.prompts[prompt.request.call.id] = prompt
-        self.mount(prompt)
+        if self.ready:
+            self.mount(prompt)
+        else:
+            self.early.append(prompt.request)
 
 
 class AgentLog(VerticalScroll):

@@ -130,3 +130,31 @@ def no_call():
 @pytest.fixture
 def hang():
     return HANG
+
+
+@pytest.fixture(scope="module")
+def model_home(request):
+    """The suite's temp squish home when the shared fixtures provide one, else None ($SQUISH_HOME)."""
+    try:
+        return request.getfixturevalue("home")
+    except pytest.FixtureLookupError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def model_engine(request):
+    """An engine with the real embedded model: the suite's shared one when there is one."""
+    try:
+        yield request.getfixturevalue("engine")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    from squish.engine.engine import Engine
+
+    engine = Engine()
+    loaded = engine.load(None).collect()
+    assert loaded.error is None, loaded.error
+    yield engine
+    # Unload, not shutdown: with mlx 0.31+, a process that exits after the engine thread ended
+    # can abort ("terminate called without an active exception").
+    engine.unload().collect()

@@ -13,12 +13,12 @@ from squish.agent.tools import Registry, Tool, builtin_tools
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer(model_home):
     from transformers import AutoTokenizer
 
-    from squish.engine.store import resolve
+    from squish.engine import store
 
-    _, model_dir = resolve(None)
+    model_dir = store.ensure_embedded(model_home) if model_home else store.ensure_embedded()
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 

@@ -14,23 +14,11 @@ from squish.agent.events import ToolFinished
 from squish.agent.loop import Agent, AgentConfig
 from squish.agent.sandbox import Workspace
 from squish.agent.tools import Registry, ToolContext, builtin_tools
-from squish.engine.engine import Engine
-
-
-@pytest.fixture(scope="module")
-def engine():
-    engine = Engine()
-    loaded = engine.load(None).collect()
-    assert loaded.error is None, loaded.error
-    yield engine
-    # Unload, not shutdown: with mlx 0.31, a process that exits after the engine thread ended
-    # can abort ("terminate called without an active exception").
-    engine.unload().collect()
 
 
 @pytest.mark.timeout(420)
-def test_constrained_calls_are_valid_on_20_tasks(engine, tmp_path):
-    result = accuracy.measure(engine, constrained=True, workspace=tmp_path)
+def test_constrained_calls_are_valid_on_20_tasks(model_engine, tmp_path):
+    result = accuracy.measure(model_engine, constrained=True, workspace=tmp_path)
     summary = {k: v for k, v in result.items() if k != "outcomes"}
     print(json.dumps(summary))
     assert result["tasks"] >= 20
@@ -41,10 +29,10 @@ def test_constrained_calls_are_valid_on_20_tasks(engine, tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_agent_lists_the_folder_and_answers_from_it(engine, workspace):
+def test_agent_lists_the_folder_and_answers_from_it(model_engine, workspace):
     events = []
     agent = Agent(
-        engine,
+        model_engine,
         Registry(builtin_tools()),
         ToolContext(Workspace(workspace)),
         config=AgentConfig(temperature=0.0, seed=0, answer_tokens=48),
@@ -60,7 +48,7 @@ def test_agent_lists_the_folder_and_answers_from_it(engine, workspace):
 
 
 @pytest.mark.timeout(240)
-def test_cli_no_exec_prints_a_valid_call(tmp_path):
+def test_cli_no_exec_prints_a_valid_call(tmp_path, model_home):
     tools = tmp_path / "weather.json"
     parameters = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     tools.write_text(
@@ -94,7 +82,7 @@ def test_cli_no_exec_prints_a_valid_call(tmp_path):
         capture_output=True,
         text=True,
         timeout=230,
-        env=dict(os.environ),
+        env={**os.environ, **({"SQUISH_HOME": str(model_home)} if model_home else {})},
     )
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
