@@ -22,6 +22,8 @@ examples:
   squish bench --quick                     squish against mlx_lm on this machine
   squish models                            local models, and catalog models that fit this machine
   squish pull qwen2.5:1.5b                 download a model, then: squish --model qwen2.5:1.5b
+  squish --agent -p "Which files are in this folder?"
+  squish -p "Weather in Paris?" --tools weather.json --no-exec --json
 """
 
 BENCH_EXAMPLES = """\
@@ -71,6 +73,13 @@ def main_parser() -> Parser:
     parser.add_argument("--json", action="store_true", help="print one JSON object with the answer and stats")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details to stderr")
     parser.add_argument("--version", action="version", version=f"squish {__version__}")
+    agent = parser.add_argument_group("agent mode (docs/agent.md)")
+    agent.add_argument("--agent", action="store_true", help="let the model call tools to do the task")
+    agent.add_argument("--tools", metavar="FILE", help="more tools: OpenAI-style function schemas (JSON)")
+    agent.add_argument("--no-exec", action="store_true", help="print the validated tool calls, run nothing")
+    agent.add_argument("--yes", action="store_true", help="allow risky tools (write, edit, shell) without asking")
+    agent.add_argument("--max-steps", type=int, help="most tool steps before the agent stops (default 8)")
+    agent.add_argument("--workspace", metavar="DIR", help="folder the tools work in (default: the current one)")
     parser.epilog = EXAMPLES + (
         "\ncommands:\n  bench    benchmark squish against mlx_lm (squish bench --help)\n"
         "  models   list local and catalog models (squish models --help)\n"
@@ -258,6 +267,12 @@ def run(argv: list[str]) -> int:
         from .cli_models import configured_default
 
         args.model = configured_default()
+    if any((args.agent, args.tools, args.no_exec, args.yes, args.workspace, args.max_steps is not None)):
+        if args.prompt is None:
+            raise UsageError("agent mode needs -p PROMPT (in the chat app, use /agent)")
+        from .agent.oneshot import run_agent
+
+        return run_agent(args, read_prompt, UsageError, fail)
     if args.prompt is None:
         from .tui.app import run_app
 

@@ -41,6 +41,9 @@ class ChatRequest:
     timeout_s: float | None = 300.0
     # Each is called on the engine thread as processor(tokens, logits) -> logits, like mlx-lm's.
     logits_processors: list[Callable] = field(default_factory=list)
+    # Called on the engine thread with the loaded tokenizer; returns more logits processors.
+    # For processors that need the tokenizer (constrained decoding) without it leaving the thread.
+    processor_factory: Callable | None = None
     # Extra keyword arguments for the chat template (e.g. tools=[...]).
     template_args: dict = field(default_factory=dict)
 
@@ -236,7 +239,9 @@ class Engine:
         session, cached = self._session(request.session, tokens)
         cache = session.cache
         sampler = make_sampler(request.temperature, request.top_p)
-        processors = request.logits_processors
+        processors = list(request.logits_processors)
+        if request.processor_factory is not None:
+            processors += request.processor_factory(tokenizer)
         eos = set(tokenizer.eos_token_ids)
         mx.reset_peak_memory()
 

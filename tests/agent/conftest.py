@@ -1,0 +1,160 @@
+"""Shared helpers for the agent tests: a deterministic scripted model and a workspace."""
+
+import threading
+import time
+
+import pytest
+
+from squish.engine.events import Done, Error, EventStream, Stats, Token
+
+HANG = object()  # a script entry: the reply streams until the request is cancelled
+
+
+class ScriptedEngine:
+    """Stands in for the Engine in structural tests: replies come from a script, in order.
+
+    Each script entry is the reply text, (text, finish_reason), a function of the ChatRequest
+    returning either, HANG, or an Error. Every request is recorded so tests can check prompts and sampling.
+    """
+
+    def __init__(self, *replies):
+        self.replies = list(replies)
+        self.requests = []
+        self.dropped = []
+        self.lock = threading.Lock()
+
+    def generate(self, request) -> EventStream:
+        stream = EventStream()
+        with self.lock:
+            self.requests.append(request)
+            reply = self.replies.pop(0) if self.replies else "(script exhausted)"
+        if reply is HANG:
+            threading.Thread(target=self._hang, args=(stream, request), daemon=True).start()
+            return stream
+        if callable(reply):
+            reply = reply(request)
+        if isinstance(reply, Error):
+            stream.put(reply)
+            stream.put(Done("error"))
+            return stream
+        reply, finish = reply if isinstance(reply, tuple) else (reply, "stop")
+        for start in range(0, len(reply), 7):
+            stream.put(Token(reply[start : start + 7], 0))
+        stream.put(Stats(1.0, 100.0, 50.0, 10, 0, len(reply) // 4, 0.1, 0.1, 0.2, finish, request.seed or 0))
+        stream.put(Done(finish))
+        return stream
+
+    @staticmethod
+    def _hang(stream, request) -> None:
+        """A generation that goes on until cancelled, like a long reply."""
+        while not stream.cancelled:
+            stream.put(Token("…", 0))
+            time.sleep(0.01)
+        stream.put(Stats(1.0, 100.0, 50.0, 10, 0, 1, 0.1, 0.1, 0.2, "cancelled", request.seed or 0))
+        stream.put(Done("cancelled"))
+
+    def drop_session(self, key) -> EventStream:
+        self.dropped.append(key)
+        stream = EventStream()
+        stream.put(Done("ok"))
+        return stream
+
+
+def call(name: str, **arguments) -> str:
+    """A reply in SmolLM2's format calling one tool."""
+    import json
+
+    return f"<tool_call>{json.dumps([{'name': name, 'arguments': arguments}])}</tool_call>"
+
+
+NO_CALL = "<tool_call>[]</tool_call>"
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "README.md").write_text("# Demo\nhello world\n")
+    (root / "notes.txt").write_text("buy milk\n")
+    (root / "src").mkdir()
+    (root / "src" / "main.py").write_text("print('hello')\n")
+    return root
+
+
+class Run:
+    """A scripted agent run: the agent, its scripted engine, and every event it emitted."""
+
+    def __init__(self, workspace, replies, template_tools=False, ask=None, allow_all=False, tools=None, **config):
+        from squish.agent.approval import Approvals
+        from squish.agent.loop import Agent, AgentConfig
+        from squish.agent.sandbox import Workspace
+        from squish.agent.tools import Registry, ToolContext, builtin_tools
+
+        self.engine = ScriptedEngine(*replies)
+        self.events = []
+        self.context = ToolContext(Workspace(workspace), shell_timeout_s=config.pop("shell_timeout_s", 5.0))
+        self.agent = Agent(
+            self.engine,
+            Registry(tools if tools is not None else builtin_tools()),
+            self.context,
+            Approvals(ask=ask, allow_all=allow_all),
+            AgentConfig(**{"seed": 1234, **config}),
+            template_tools=template_tools,
+            on_event=self.events.append,
+        )
+
+    def __call__(self, task="do the task"):
+        self.result = self.agent.run(task)
+        return self.result
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+def scripted(workspace):
+    """scripted(reply, reply, ..., **options) -> Run; call the Run with the task."""
+    return lambda *replies, **options: Run(workspace, replies, **options)
+
+
+@pytest.fixture
+def tool_call():
+    return call
+
+
+@pytest.fixture
+def no_call():
+    return NO_CALL
+
+
+@pytest.fixture
+def hang():
+    return HANG
+
+
+@pytest.fixture(scope="module")
+def model_home(request):
+    """The suite's temp squish home when the shared fixtures provide one, else None ($SQUISH_HOME)."""
+    try:
+        return request.getfixturevalue("home")
+    except pytest.FixtureLookupError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def model_engine(request):
+    """An engine with the real embedded model: the suite's shared one when there is one."""
+    try:
+        yield request.getfixturevalue("engine")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    from squish.engine.engine import Engine
+
+    engine = Engine()
+    loaded = engine.load(None).collect()
+    assert loaded.error is None, loaded.error
+    yield engine
+    # Unload, not shutdown: with mlx 0.31+, a process that exits after the engine thread ended
+    # can abort ("terminate called without an active exception").
+    engine.unload().collect()
