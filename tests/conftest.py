@@ -7,7 +7,6 @@ import pytest
 from helpers import build_tiny_model
 from squish.engine import store
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")

@@ -187,11 +187,16 @@ def test_memory_reading_and_unload_frees_the_model(tiny_model):
         eng.shutdown()
 
 
-def test_shutdown_stops_the_thread(tiny_model):
+def test_shutdown_frees_the_model_and_refuses_new_requests(tiny_model):
+    from squish.engine.errors import EngineFailure
+
     eng = Engine()
     eng.load(str(tiny_model)).collect()
     eng.shutdown()
-    assert not eng._thread.is_alive()
+    assert eng._model is None
+    with pytest.raises(EngineFailure, match="shut down"):
+        eng.generate(ChatRequest(user("hi")))
+    eng.shutdown()  # a second call is harmless
 
 
 def test_ten_turn_chat_prefills_only_each_new_message(tiny_engine):

@@ -91,6 +91,7 @@ class Engine:
         self._requests: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="squish-engine", daemon=True)
         self._started = threading.Lock()
+        self._stopped = threading.Event()
         # Engine-thread state: touched only inside _run and the handlers it calls.
         self._model = None
         self._tokenizer = None
@@ -107,6 +108,8 @@ class Engine:
         return self
 
     def _submit(self, kind: str, payload=None) -> EventStream:
+        if self._stopped.is_set():
+            raise EngineFailure("the engine is shut down")
         self.start()
         stream = EventStream()
         self._requests.put((kind, payload, stream))
@@ -128,9 +131,10 @@ class Engine:
         return self._submit("drop_session", session)
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        if self._thread.is_alive():
+        """Finish queued requests, free the model, and refuse new requests."""
+        if self._thread.is_alive() and not self._stopped.is_set():
             self._requests.put(None)
-            self._thread.join(timeout)
+            self._stopped.wait(timeout)
 
     # Engine thread.
 
@@ -159,6 +163,12 @@ class Engine:
                 finish = "error"
                 stream.put(Error(f"{type(exc).__name__}: {exc}", 2))
             stream.put(Done(finish))
+        self._unload(None, None)
+        self._stopped.set()
+        # Park instead of returning: on mlx 0.32.4 a thread that imported mlx-lm and then ends
+        # makes the process abort at exit ("terminate called without an active exception").
+        # A parked daemon thread is dropped at exit without running those destructors.
+        threading.Event().wait()
 
     def _load(self, name, stream: EventStream) -> None:
         from . import loader, store
