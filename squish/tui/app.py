@@ -5,13 +5,16 @@ call) and reads each request's event stream in a Textual thread worker. See docs
 """
 
 import sys
+from pathlib import Path
 from typing import Iterable
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from ..engine.hardware import Hardware
 from ..engine.store import squish_home
 from . import commands
+from .first_run import FirstRunScreen, needs_first_run
 from .history import History, HistoryError
 from .screens.chat import ChatScreen
 
@@ -30,10 +33,20 @@ class SquishApp(App):
         system_prompt: str | None = None,
         max_tokens: int = 512,
         temperature: float = 0.2,
+        home: Path | None = None,
+        endpoint: str | None = None,
+        hw: Hardware | None = None,
+        offer_first_run: bool = False,
     ) -> None:
+        """`home` is the engine's squish home (None: $SQUISH_HOME or the default), `endpoint` the hub
+        for pulls (None: HF_ENDPOINT or huggingface.co), `hw` the machine (None: detected).
+        `offer_first_run` shows the first-run offer when no model was asked for, no chat is
+        continued and the config holds no choice yet; `run_app` sets it."""
         super().__init__()
         self.engine = engine
         self.history = history
+        self.home, self.hw = home, hw
+        self.first_run = offer_first_run and model is None and not continue_last and needs_first_run(home)
         last = history.last_chat() if continue_last else None
         self.chat_screen = ChatScreen(
             engine,
@@ -43,6 +56,9 @@ class SquishApp(App):
             system_prompt=system_prompt,
             max_tokens=max_tokens,
             temperature=temperature,
+            home=home,
+            endpoint=endpoint,
+            hw=hw,
         )
         self._no_chat_to_continue = continue_last and last is None
 
@@ -50,6 +66,13 @@ class SquishApp(App):
         self.push_screen(self.chat_screen)
         if self._no_chat_to_continue:
             self.notify("no saved chat to continue: this is a new one")
+        if self.first_run:
+            self.push_screen(FirstRunScreen(self.home, self.hw), self.first_run_done)
+
+    def first_run_done(self, name: str | None) -> None:
+        """The offer's answer (already saved in the config): a catalog id to pull, or None to stay."""
+        if name is not None:
+            self.chat_screen.pull_model(name, make_default=True)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -112,6 +135,7 @@ def run_app(
         system_prompt=system_prompt,
         max_tokens=max_tokens,
         temperature=temperature,
+        offer_first_run=True,
     )
     try:
         app.run()

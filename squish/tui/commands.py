@@ -20,7 +20,7 @@ COMMANDS = {
         Command("help", "", "keys and commands"),
         Command("new", "", "start a new chat (the current one stays in /chats)"),
         Command("chats", "", "saved chats: resume, rename, delete"),
-        Command("model", "", "pick the model (local models)"),
+        Command("model", "", "switch model: local ones, or download one from the catalog"),
         Command("system", "<text>", "set this chat's system prompt (/system alone shows it)"),
         Command("clear", "", "forget this chat's messages and context"),
         Command("export", "[path]", "save this chat as Markdown (default: ./squish-chat-<id>.md)"),

@@ -2,9 +2,9 @@
 
 Push `PullScreen(name)`; it dismisses with the model's name once the model is downloaded and
 verified (ready for `Engine.load`), or with None when the user cancels or the pull fails (the
-error stays on screen until closed). The download is plain Python networking, so it runs in a
-thread worker; MLX is never touched here. A cancelled pull keeps its bytes: pulling the same
-model again resumes.
+error stays on screen until closed, then in `error`). The download is plain Python networking,
+so it runs in a thread worker; MLX is never touched here. A cancelled pull keeps its bytes:
+pulling the same model again resumes.
 """
 
 import threading
@@ -83,6 +83,7 @@ class PullScreen(ModalScreen[str | None]):
         self.stop = threading.Event()
         self.plan: hub.Plan | None = None
         self.done = False
+        self.error: str | None = None  # why the pull failed, once it has
 
     def compose(self) -> ComposeResult:
         with Vertical(id="pull-dialog"):
@@ -155,6 +156,7 @@ class PullScreen(ModalScreen[str | None]):
         if message.cancelled:
             self.dismiss(None)
         elif message.error is not None:
+            self.error = message.error
             self.query_one("#pull-error", Label).update(message.error)
             button = self.query_one("#pull-cancel", Button)
             button.label, button.variant = "Close", "default"

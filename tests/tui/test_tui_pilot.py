@@ -165,7 +165,7 @@ async def test_slash_commands(engine, tmp_path, wait_until, notifications):
 
         await command(pilot, "/model")
         assert isinstance(app.screen, ModelScreen)
-        assert app.screen.choices[0].name == EMBEDDED_NAME
+        assert app.screen.rows[0].name == EMBEDDED_NAME
         await pilot.press("enter")
         assert app.screen is screen
         assert screen.model_loading or screen.model_info is not None

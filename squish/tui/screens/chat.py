@@ -18,6 +18,8 @@ from textual.worker import get_current_worker
 
 from ...engine.engine import ChatRequest
 from ...engine.events import Done, Error, EventStream, Loaded, Memory, Stats, Status
+from ...engine.hardware import Hardware
+from ...engine.inventory import PickerRow, picker_rows
 from ...engine.metrics import process_rss_gb, system_available_gb
 from .. import commands
 from ..history import INCOMPLETE, Chat, History, HistoryError
@@ -31,7 +33,7 @@ from ..messages import (
     TokensArrived,
     TurnFinished,
 )
-from ..models import ModelChoice, local_models
+from ..pull_screen import PullScreen
 from ..streaming import Pacing, pump
 from ..transcript import export_markdown, footer_for, stats_markdown, stored_stats
 from ..widgets.message import ChatMessage
@@ -86,10 +88,16 @@ class ChatScreen(Screen):
         system_prompt: str | None = None,
         max_tokens: int = 512,
         temperature: float = 0.2,
+        home: Path | None = None,
+        endpoint: str | None = None,
+        hw: Hardware | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.history = history
+        self.home = home  # where models are listed and pulled to: the engine's squish home
+        self.endpoint = endpoint  # the hub for pulls; None is HF_ENDPOINT or huggingface.co
+        self.hw = hw  # the machine for the picker's fit column; None detects it each time
         self.model_name = model  # what the user asked for; None is the engine's default
         self.model_info = None  # set once loaded
         self.model_loading = False
@@ -164,15 +172,46 @@ class ChatScreen(Screen):
         self.stats_panel.set_state("loading model")
         self._load_worker(name)
 
-    @work(thread=True, group="load", exit_on_error=False)
+    @work(thread=True, group="load", exclusive=True, exit_on_error=False)
     def _load_worker(self, name: str | None) -> None:
+        worker = get_current_worker()  # cancelled when a newer load replaces this one: it then stays silent
+        loaded = False
         for event in until_done(self.engine.load(name)):
+            if worker.is_cancelled:
+                return
             if isinstance(event, Status):
                 self.post_message(ModelStatus(event.text))
             elif isinstance(event, Loaded):
+                loaded = True
                 self.post_message(ModelLoaded(event.info))
             elif isinstance(event, Error):
                 self.post_message(ModelFailed(name, event.message))
+        if loaded:  # show at once what the switch freed or took, without waiting for the poller
+            for event in until_done(self.engine.memory()):
+                if isinstance(event, Memory) and not worker.is_cancelled:
+                    self.post_message(MemoryReading(event))
+
+    def switch_model(self, name: str) -> None:
+        """Load a ready model in place of the current one (the engine frees the old one first)."""
+        if self.model_info is not None and name in (self.model_info.name, self.model_name):
+            self.notify(f"{self.model_info.name} is already loaded")
+            return
+        self.model_name = name
+        self.load_model(name)
+
+    def pull_model(self, name: str, make_default: bool = False) -> None:
+        """Download a model on the pull screen, then switch to it; cancelled or failed, nothing changes."""
+        screen = PullScreen(name, home=self.home, endpoint=self.endpoint, make_default=make_default)
+
+        def pulled(ready: str | None) -> None:
+            if ready is not None:
+                self.switch_model(ready)
+            elif screen.error is not None:
+                self.notify(screen.error, title=f"{name} was not downloaded", severity="error")
+            else:
+                self.notify("the bytes so far are kept: pulling it again resumes", title=f"{name}: download stopped")
+
+        self.app.push_screen(screen, pulled)
 
     def on_model_status(self, message: ModelStatus) -> None:
         self.model_bar.show_loading(self.model_name, message.text)
@@ -412,13 +451,16 @@ class ChatScreen(Screen):
         if self.refuse_while_busy("model"):
             return
 
-        def chosen(choice: ModelChoice | None) -> None:
-            if choice is not None:
-                self.model_name = choice.target
-                self.load_model(choice.target)
+        def chosen(row: PickerRow | None) -> None:
+            if row is None:
+                return
+            if row.ready:
+                self.switch_model(row.target)
+            else:
+                self.pull_model(row.name)
 
         current = self.model_info.name if self.model_info else self.model_name
-        self.app.push_screen(ModelScreen(local_models(), current), chosen)
+        self.app.push_screen(ModelScreen(picker_rows(self.home, self.hw), current), chosen)
 
     async def command_system(self, argument: str) -> None:
         if not argument:

@@ -1,5 +1,6 @@
-"""/model: pick the model to chat with."""
+"""/model: pick the model to chat with, from the local models and the catalog."""
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -7,10 +8,20 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from ..models import ModelChoice
+from ...engine.inventory import PickerRow
 
 
-class ModelScreen(ModalScreen[ModelChoice | None]):
+def row_prompt(row: PickerRow, current: str | None) -> Text:
+    mark = "● " if row.name == current else "  "
+    prompt = Text(f"{mark}{row.name}\n    {row.detail}")
+    if row.fit == "no":
+        prompt.stylize("dim")
+    return prompt
+
+
+class ModelScreen(ModalScreen[PickerRow | None]):
+    """Dismisses with the chosen row: a ready one to load, or a catalog one to pull first."""
+
     DEFAULT_CSS = """
     ModelScreen {
         align: center middle;
@@ -25,34 +36,35 @@ class ModelScreen(ModalScreen[ModelChoice | None]):
         }
         & .title { text-style: bold; }
         & .hint { color: $text-muted; }
-        & OptionList { height: auto; max-height: 20; border: none; }
+        & OptionList { height: auto; max-height: 24; border: none; }
     }
     """
     BINDINGS = [Binding("escape", "cancel", "back")]
 
-    def __init__(self, choices: list[ModelChoice], current: str | None) -> None:
+    def __init__(self, rows: list[PickerRow], current: str | None) -> None:
         super().__init__()
-        self.choices = choices
+        self.rows = rows
         self.current = current
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("Models on this machine", classes="title")
-            options = []
-            for choice in self.choices:
-                mark = "● " if choice.name == self.current else "  "
-                options.append(Option(f"{mark}{choice.name}\n    {choice.detail}", id=choice.name))
+            yield Static("Models: on this machine, then the catalog", classes="title")
+            options: list[Option | None] = []
+            for index, row in enumerate(self.rows):
+                if not row.ready and options and self.rows[index - 1].ready:
+                    options.append(None)  # a line between the local models and the catalog
+                options.append(Option(row_prompt(row, self.current)))
             yield OptionList(*options)
-            yield Static("Enter loads the model · Esc goes back", classes="hint")
+            yield Static("Enter loads a local model, or downloads a catalog one first · Esc goes back", classes="hint")
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
-        names = [choice.name for choice in self.choices]
+        names = [row.name for row in self.rows]
         options.highlighted = names.index(self.current) if self.current in names else 0
         options.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.choices[event.option_index])
+        self.dismiss(self.rows[event.option_index])
 
     def action_cancel(self) -> None:
         self.dismiss(None)
