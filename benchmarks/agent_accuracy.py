@@ -11,29 +11,15 @@ Results are appended to benchmarks/results/<timestamp>_agent-accuracy.json.
 """
 
 import argparse
-import json
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from squish.agent import accuracy
+from squish.engine.bench import save
 from squish.engine.engine import Engine
 from squish.engine.metrics import hardware
-
-
-def save(result: dict, results_dir: Path) -> Path:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for attempt in range(100):
-        path = results_dir / f"{stamp}{f'-{attempt}' if attempt else ''}_agent-accuracy.json"
-        try:
-            with path.open("x") as handle:
-                json.dump(result, handle, indent=2)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free result file name in {results_dir}")
 
 
 def main() -> int:
@@ -60,7 +46,7 @@ def main() -> int:
         "plan": {"tasks": len(accuracy.TASKS), "sampling": "greedy", "retries": 0},
         **sides,
     }
-    path = save(result, Path(args.results_dir))
+    path = save(result, Path(args.results_dir), "agent-accuracy")
     for label, side in sides.items():
         print(
             f"{label}: {side['valid']}/{side['tasks']} valid ({side['valid_rate']:.0%}; "

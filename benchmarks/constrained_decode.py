@@ -12,7 +12,6 @@ Results are appended to benchmarks/results/<timestamp>_constrained-decode.json.
 """
 
 import argparse
-import json
 import statistics
 import sys
 from datetime import datetime, timezone
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from squish.agent import constrain
 from squish.agent.tools import Tool
-from squish.engine.bench import percentile
+from squish.engine.bench import percentile, save
 from squish.engine.engine import ChatRequest, Engine
 from squish.engine.metrics import hardware
 
@@ -68,20 +67,6 @@ def generate(engine, max_tokens: int, constrained: bool) -> tuple[float, int, fl
     return result.stats.decode_tps, result.stats.generation_tokens, busy_us
 
 
-def save(result: dict, results_dir: Path) -> Path:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for attempt in range(100):
-        path = results_dir / f"{stamp}{f'-{attempt}' if attempt else ''}_constrained-decode.json"
-        try:
-            with path.open("x") as handle:
-                json.dump(result, handle, indent=2)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free result file name in {results_dir}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model name or path (default: the embedded smollm2:135m)")
@@ -126,7 +111,7 @@ def main() -> int:
         "bar": 0.9,
         "passes": ratio >= 0.9,
     }
-    path = save(result, Path(args.results_dir))
+    path = save(result, Path(args.results_dir), "constrained-decode")
     print(
         f"decode tok/s p50: plain {percentile(plain, 50):.2f}, constrained {percentile(constrained, 50):.2f} "
         f"(ratio {ratio:.3f}, bar 0.90: {'pass' if ratio >= 0.9 else 'FAIL'}); "

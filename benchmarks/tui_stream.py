@@ -20,7 +20,6 @@ The result is appended to benchmarks/results/<timestamp>_tui-stream.json.
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from textual import events
 
-from squish.engine.bench import percentile, summarize
+from squish.engine.bench import percentile, save, summarize
 from squish.engine.engine import ChatRequest, Engine
 from squish.engine.metrics import hardware
 from squish.tui import streaming
@@ -291,21 +290,6 @@ def commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def save(result: dict, results_dir: Path) -> Path:
-    """Append a new result file; an existing one is never overwritten."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for attempt in range(100):
-        path = results_dir / f"{stamp}_tui-stream{f'-{attempt}' if attempt else ''}.json"
-        try:
-            with path.open("x") as handle:
-                json.dump(result, handle, indent=2)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free result file name in {results_dir}")
-
-
 def main() -> int:
     args = arguments()
     engine = Engine()
@@ -323,7 +307,7 @@ def main() -> int:
             asyncio.run(long_answer(args.long_tokens, 10**9)),  # freezing off, for comparison
         ]
     result["seconds"] = time.perf_counter() - started
-    path = save(result, Path(args.results_dir))
+    path = save(result, Path(args.results_dir), "tui-stream")
 
     h, t, ui, k = result["headless"], result["tui"], result["ui"], result["keystrokes"]
     print(f"model {result['model']} on {result['hardware']['backend']} ({result['hardware']['chip']})")

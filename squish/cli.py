@@ -228,7 +228,7 @@ def bench(argv: list[str]) -> int:
     )
     if sys.stderr.isatty():
         print("\r\033[2K", end="", file=sys.stderr, flush=True)
-    path = benchmark.save(result, Path(args.results_dir))
+    path = benchmark.save(result, Path(args.results_dir), f"bench-{result['name']}")
     if args.json:
         print(json.dumps(benchmark.summary(result)))
     else:

@@ -163,7 +163,6 @@ def run_mlx_lm(model_dir: str, plan: Plan, progress) -> dict:
         ttft.append(t)
         tps.append(d)
     peak = mx.get_peak_memory() / 1e9
-    del model
     gc.collect()
     mx.clear_cache()
     return summarize(ttft, tps, peak)
@@ -193,13 +192,13 @@ def run(model: str | None, quick: bool, progress=lambda _: None, **overrides) ->
     }
 
 
-def save(result: dict, results_dir: Path) -> Path:
-    """Append a new result file; an existing file is never overwritten."""
+def save(result: dict, results_dir: Path, name: str) -> Path:
+    """Append `results_dir/<timestamp>_<name>.json`; an existing file is never overwritten."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(100):
         suffix = f"-{attempt}" if attempt else ""
-        path = results_dir / f"{stamp}_bench-{result['name']}{suffix}.json"
+        path = results_dir / f"{stamp}_{name}{suffix}.json"
         try:
             with path.open("x") as handle:
                 json.dump(result, handle, indent=2)
