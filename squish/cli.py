@@ -102,6 +102,7 @@ def bench_parser() -> Parser:
     parser.add_argument("--runs", type=int, help="measured runs per side")
     parser.add_argument("--warmup", type=int, help="discarded warm-up runs per side (at least 5)")
     parser.add_argument("--max-tokens", type=int, help="tokens per measured run")
+    parser.add_argument("--turns", type=int, help="turns of the multi-turn TTFT curve (at most 10)")
     parser.add_argument("--results-dir", default="benchmarks/results", help="where result files are appended")
     return parser
 
@@ -213,6 +214,8 @@ def bench(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     if args.warmup is not None and args.warmup < 5:
         raise UsageError("--warmup must be at least 5")
+    if args.turns is not None and not 2 <= args.turns <= 10:
+        raise UsageError("--turns must be between 2 and 10")
     for name in ("runs", "max_tokens"):
         value = getattr(args, name)
         if value is not None and value < 2:
@@ -224,7 +227,13 @@ def bench(argv: list[str]) -> int:
             print(f"\r\033[2K{text}", end="", file=sys.stderr, flush=True)
 
     result = benchmark.run(
-        args.model, args.quick, progress, runs=args.runs, warmup=args.warmup, max_tokens=args.max_tokens
+        args.model,
+        args.quick,
+        progress,
+        runs=args.runs,
+        warmup=args.warmup,
+        max_tokens=args.max_tokens,
+        turns=args.turns,
     )
     if sys.stderr.isatty():
         print("\r\033[2K", end="", file=sys.stderr, flush=True)

@@ -130,7 +130,10 @@ def test_bench_quick_json_on_a_tiny_model(home, tiny_model, tmp_path):
     assert len(list(results.glob("*.json"))) == 2  # appended, never overwritten
 
 
-def test_bench_refuses_too_few_warmups(home):
-    proc = squish(home, "bench", "--warmup", "2")
+@pytest.mark.parametrize(
+    "args, message", [(["--warmup", "2"], "at least 5"), (["--turns", "11"], "between 2 and 10")]
+)
+def test_bench_refuses_bad_plans(home, args, message):
+    proc = squish(home, "bench", *args)
     assert proc.returncode == 1
-    assert "at least 5" in one_error_line(proc)
+    assert message in one_error_line(proc)
