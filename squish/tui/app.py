@@ -30,6 +30,7 @@ class SquishApp(App):
         system_prompt: str | None = None,
         max_tokens: int = 512,
         temperature: float = 0.2,
+        workspace=None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -43,6 +44,7 @@ class SquishApp(App):
             system_prompt=system_prompt,
             max_tokens=max_tokens,
             temperature=temperature,
+            workspace=workspace,
         )
         self._no_chat_to_continue = continue_last and last is None
 
@@ -81,6 +83,8 @@ class SquishApp(App):
         stream = self.chat_screen.stream
         if stream is not None:
             stream.cancel()
+        if self.chat_screen.agent_run is not None:
+            self.chat_screen.agent_run.cancel()
 
 
 def run_app(
