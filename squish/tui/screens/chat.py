@@ -77,7 +77,7 @@ class ChatScreen(Screen):
     }
     """
     BINDINGS = [
-        Binding("escape", "stop", "stop answer / agent"),
+        Binding("escape", "stop", "stop answer"),
         Binding("ctrl+n", "command('new')", "new chat"),
         Binding("ctrl+l", "command('chats')", "chats"),
         Binding("f1", "command('help')", "help"),
