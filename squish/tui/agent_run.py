@@ -8,11 +8,12 @@ the worker waits for the user: `ask` posts `AgentAsk` with a `Pending` and block
 approval card's buttons (or Esc, which denies) resolve it from the UI thread.
 """
 
+import threading
 from pathlib import Path
 
 from textual.message import Message
 
-from ..agent.approval import Approvals, Pending
+from ..agent.approval import DENY, Approvals, Pending
 from ..agent.events import ApprovalNeeded
 from ..agent.loop import Agent, AgentConfig, AgentResult
 from ..agent.prompt import template_supports_tools
@@ -79,9 +80,11 @@ class AgentTools:
     def ask(self, request: ApprovalNeeded) -> str:
         """On the agent thread: show the approval card and wait for the user's answer."""
         run = self.run
-        if run is None or run.cancelled:
-            return "deny"
         pending = Pending(request)
+        with run.lock:
+            if run.cancelled:
+                return DENY
+            run.questions.append(pending)  # so that cancel() can answer it even if the screen never shows it
         run.screen.post_message(AgentAsk(run.log, pending))
         return pending.wait()
 
@@ -94,6 +97,8 @@ class AgentRun:
         self.tools = tools
         self.log = AgentLog(classes="agent-run")
         self.cancelled = False
+        self.questions: list[Pending] = []  # approvals asked in this run
+        self.lock = threading.Lock()  # `cancelled` and `questions` are shared with the worker
         self.agent = Agent(
             engine,
             tools.registry,
@@ -120,6 +125,10 @@ class AgentRun:
 
     def cancel(self) -> None:
         """From the UI thread: stop the generation and any shell command, deny open approvals."""
-        self.cancelled = True
+        with self.lock:
+            self.cancelled = True
+            questions = list(self.questions)
         self.agent.cancel()
         self.log.deny_pending()
+        for pending in questions:  # also answers a question still on its way to the screen
+            pending.resolve(DENY)  # an answered one is done with: its worker has moved on or is stopping
