@@ -37,6 +37,7 @@ class SquishApp(App):
         endpoint: str | None = None,
         hw: Hardware | None = None,
         offer_first_run: bool = False,
+        workspace=None,
     ) -> None:
         """`home` is the engine's squish home (None: $SQUISH_HOME or the default), `endpoint` the hub
         for pulls (None: HF_ENDPOINT or huggingface.co), `hw` the machine (None: detected).
@@ -59,6 +60,7 @@ class SquishApp(App):
             home=home,
             endpoint=endpoint,
             hw=hw,
+            workspace=workspace,
         )
         self._no_chat_to_continue = continue_last and last is None
 
@@ -104,6 +106,8 @@ class SquishApp(App):
         stream = self.chat_screen.stream
         if stream is not None:
             stream.cancel()
+        if self.chat_screen.agent_run is not None:
+            self.chat_screen.agent_run.cancel()
 
 
 def run_app(

@@ -26,6 +26,8 @@ COMMANDS = {
         Command("export", "[path]", "save this chat as Markdown (default: ./squish-chat-<id>.md)"),
         Command("copy", "", "copy the last answer to the clipboard"),
         Command("stats", "", "details of the last answer and this chat"),
+        Command("agent", "", "agent mode on/off: the model uses tools in the current folder, step by step"),
+        Command("tools", "", "the agent's tools: name, risk, what each does"),
         Command("quit", "", "leave squish (also Ctrl+Q)"),
     ]
 }
@@ -65,7 +67,8 @@ HELP = "\n".join(
         "| Enter | send |",
         "| Shift+Enter, Ctrl+J | new line |",
         "| Up / Down (first / last line) | earlier / later prompts |",
-        "| Esc | stop the answer (the partial answer is kept) |",
+        "| Esc | stop the answer (the partial answer is kept), or the agent run |",
+        "| a / s / d (approval card) | allow once / allow for this session / deny a risky tool |",
         "| Ctrl+N / Ctrl+L / F1 | new chat / saved chats / this help |",
         "| Ctrl+P | command palette |",
         "| Ctrl+Q | quit |",

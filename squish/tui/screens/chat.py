@@ -16,12 +16,16 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
+from ...agent.approval import DENY
+from ...agent.loop import AgentConfig
 from ...engine.engine import ChatRequest
 from ...engine.events import Done, Error, EventStream, Loaded, Memory, Stats, Status
 from ...engine.hardware import Hardware
 from ...engine.inventory import PickerRow, picker_rows
 from ...engine.metrics import process_rss_gb, system_available_gb
 from .. import commands
+from ..agent_cards import ApprovalPrompt
+from ..agent_run import AgentAsk, AgentEvent, AgentFinished, AgentRun, AgentTools, tools_markdown
 from ..history import INCOMPLETE, Chat, History, HistoryError
 from ..messages import (
     LiveReading,
@@ -47,6 +51,8 @@ from .models import ModelScreen
 MEMORY_POLL_S = 0.5
 LIVE_EVERY_S = 0.45
 SAVE_PARTIAL_S = 2.0  # how often a streaming answer is written to the history
+CHAT_PLACEHOLDER = "Ask anything · /help for commands"
+AGENT_PLACEHOLDER = "Agent mode: give a task (tools work in the current folder) · /agent leaves"
 
 
 def until_done(stream: EventStream):
@@ -91,6 +97,7 @@ class ChatScreen(Screen):
         home: Path | None = None,
         endpoint: str | None = None,
         hw: Hardware | None = None,
+        workspace: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -119,13 +126,16 @@ class ChatScreen(Screen):
         self.last_memory: Memory | None = None
         self.pacing = Pacing()
         self.live_shown_at = 0.0
+        self.agent_tools = AgentTools(workspace)  # the workspace is the current directory unless given
+        self.agent_mode = False
+        self.agent_run: AgentRun | None = None
 
     def compose(self) -> ComposeResult:
         yield ModelBar()
         with Horizontal():
             yield VerticalScroll(id="conversation")
             yield StatsPanel()
-        yield PromptInput(prompts=self.history.recent_prompts(), placeholder="Ask anything · /help for commands")
+        yield PromptInput(prompts=self.history.recent_prompts(), placeholder=CHAT_PLACEHOLDER)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -161,7 +171,7 @@ class ChatScreen(Screen):
 
     @property
     def busy(self) -> bool:
-        return self.stream is not None
+        return self.stream is not None or self.agent_run is not None
 
     # The model.
 
@@ -267,7 +277,10 @@ class ChatScreen(Screen):
             return
         self.prompt.clear()
         self.prompt.remember(event.text)
-        await self.send(text)
+        if self.agent_mode:
+            await self.send_task(text)
+        else:
+            await self.send(text)
 
     async def send(self, text: str) -> None:
         chat = self.ensure_chat()
@@ -359,9 +372,63 @@ class ChatScreen(Screen):
         self.stream = self.answer = self.answer_id = None  # last: `busy` holds until the turn is recorded
 
     def action_stop(self) -> None:
-        if self.stream is not None and not self.stream.cancelled:
+        if self.agent_run is not None and not self.agent_run.cancelled:
+            self.agent_run.cancel()
+            self.stats_panel.set_state("stopping the agent")
+        elif self.stream is not None and not self.stream.cancelled:
             self.stream.cancel()
             self.stats_panel.set_state("stopping")
+
+    # Agent mode (squish/tui/agent_run.py): the loop runs in a thread worker and posts its events.
+
+    async def send_task(self, task: str) -> None:
+        chat = self.ensure_chat()
+        self.history.add_message(chat.id, "user", task)
+        self.model_bar.show_title(self.history.chat(chat.id).title)
+        config = AgentConfig(temperature=self.temperature, answer_tokens=self.max_tokens)
+        self.agent_run = AgentRun(self, self.engine, self.agent_tools, self.model_info, config)
+        await self.conversation.mount_all([ChatMessage("user", task), self.agent_run.log])
+        self.conversation.scroll_end(animate=False)
+        self.stats_panel.set_state("agent working")
+        self.agent_run.start(task, list(self.context))
+        self.context.append({"role": "user", "content": task})
+
+    def on_agent_event(self, message: AgentEvent) -> None:
+        message.log.add_event(message.event)
+        replied = getattr(message.event, "decode_tps", None)
+        if replied:
+            self.stats_panel.show_turn(None, replied, None)
+        self.conversation.scroll_end(animate=False)
+
+    def on_agent_ask(self, message: AgentAsk) -> None:
+        if self.agent_run is None or self.agent_run.cancelled:
+            message.pending.resolve(DENY)  # Esc came before the question reached the screen
+            return
+        message.log.ask(message.pending)
+        self.conversation.scroll_end(animate=False)
+
+    def on_approval_prompt_decided(self, _message: ApprovalPrompt.Decided) -> None:
+        self.prompt.focus()
+
+    async def on_agent_finished(self, message: AgentFinished) -> None:
+        result = message.result
+        if message.error:
+            self.notify(message.error, title="agent failed", severity="error")
+        elif result.text:
+            steps = len(result.transcript.steps)
+            await self.conversation.mount(ChatMessage("assistant", result.text, f"agent · {steps} step(s)"))
+            if self.chat is not None:
+                self.history.add_message(self.chat.id, "assistant", result.text, "stop")
+            self.context.append({"role": "assistant", "content": result.text})
+            self.last_answer = result.text
+        elif result.reason == "cancelled":
+            self.notify("agent stopped", severity="warning")
+        else:
+            self.notify(result.message, title=f"agent stopped: {result.reason}", severity="warning")
+        self.conversation.scroll_end(animate=False)
+        self.stats_panel.set_state("ready" if self.model_info else "no model")
+        self.agent_run = None  # last: `busy` holds until the run is recorded
+        self.prompt.focus()
 
     # Chats.
 
@@ -508,6 +575,20 @@ class ChatScreen(Screen):
 
     async def command_stats(self, _argument: str) -> None:
         self.app.push_screen(InfoScreen(stats_markdown(self.model_info, self.last_stats, self.turns, self.last_memory)))
+
+    async def command_agent(self, _argument: str) -> None:
+        if self.refuse_while_busy("agent"):
+            return
+        self.agent_mode = not self.agent_mode
+        self.prompt.placeholder = AGENT_PLACEHOLDER if self.agent_mode else CHAT_PLACEHOLDER
+        self.model_bar.show_mode("agent" if self.agent_mode else "")
+        if self.agent_mode:
+            self.notify(f"agent mode: tools work in {self.agent_tools.workspace.root} (/tools lists them)")
+        else:
+            self.notify("chat mode")
+
+    async def command_tools(self, _argument: str) -> None:
+        self.app.push_screen(InfoScreen(tools_markdown(self.agent_tools.registry, self.agent_tools.workspace.root)))
 
     async def command_quit(self, _argument: str) -> None:
         self.app.exit()

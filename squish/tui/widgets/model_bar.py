@@ -22,6 +22,7 @@ class ModelBar(Static):
         super().__init__("", markup=False, **kwargs)
         self.model = ""
         self.chat_title = ""
+        self.mode = ""
         self.loading_text: str | None = None
         self.failed: str | None = None
         self._frame = 0
@@ -56,6 +57,10 @@ class ModelBar(Static):
         self.chat_title = title
         self._redraw()
 
+    def show_mode(self, mode: str) -> None:
+        self.mode = mode
+        self._redraw()
+
     def _redraw(self) -> None:
         if self.loading_text:
             left = f"{SPINNER[self._frame % len(SPINNER)]} {self.loading_text}"
@@ -64,6 +69,7 @@ class ModelBar(Static):
         else:
             left = self.model or "no model"
         title = f"  │  {self.chat_title}" if self.chat_title else ""
-        self.update(f"squish  │  {left}{title}", layout=False)  # one docked line: its size never changes
+        mode = f"  │  {self.mode}" if self.mode else ""
+        self.update(f"squish  │  {left}{mode}{title}", layout=False)  # one docked line: its size never changes
         self.set_class(bool(self.loading_text), "loading")
         self.set_class(bool(self.failed), "failed")

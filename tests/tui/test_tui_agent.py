@@ -1,0 +1,260 @@
+"""Agent mode in the chat app, driven with Textual's Pilot.
+
+The structural tests use the deterministic scripted model of tests/agent/conftest.py (agent
+loop branches and card layout); one test runs the real embedded model end to end.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from squish.agent.tools import builtin_tools
+from squish.engine.events import Done, EventStream, Loaded, Memory
+from squish.engine.loader import ModelInfo
+from squish.tui.agent_cards import ApprovalPrompt, ResultView, StepCard
+from squish.tui.app import SquishApp
+from squish.tui.screens.info import InfoScreen
+from squish.tui.widgets.message import ChatMessage
+
+SIZE = (110, 40)
+
+
+def _agent_test_helpers():
+    """tests/agent/conftest.py, loaded by path: conftest modules are not importable by name."""
+    path = Path(__file__).parents[1] / "agent" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("squish_agent_test_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+helpers = _agent_test_helpers()
+call, NO_CALL, HANG = helpers.call, helpers.NO_CALL, helpers.HANG
+
+
+class ScriptedChatEngine(helpers.ScriptedEngine):
+    """The agent tests' scripted model, plus the engine calls the chat screen makes."""
+
+    def __init__(self, model_dir: Path, *replies):
+        super().__init__(*replies)
+        self.info = ModelInfo("scripted:1m", str(model_dir), "llama", "Q4 g32", 8192, 2, 0.001, "CPU")
+
+    def _done(self, *events) -> EventStream:
+        stream = EventStream()
+        for event in (*events, Done("ok")):
+            stream.put(event)
+        return stream
+
+    def load(self, name):
+        return self._done(Loaded(self.info))
+
+    def memory(self):
+        return self._done(Memory(0.125, 0.25, 0.0, 0.5, 12.0))
+
+    def unload(self):
+        return self._done()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        pass
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "README.md").write_text("# Demo\nhello world\n")
+    (root / "notes.txt").write_text("buy milk\n")
+    return root
+
+
+@pytest.fixture
+def agent_app(tmp_path, workspace, history):
+    """agent_app(reply, reply, ...) -> a SquishApp on a scripted model, working in `workspace`."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+
+    def make(*replies):
+        engine = ScriptedChatEngine(model_dir, *replies)
+        return SquishApp(engine, history, max_tokens=64, workspace=workspace)
+
+    return make
+
+
+async def type_line(pilot, text: str) -> None:
+    await pilot.press(*text)
+    await pilot.press("enter")
+
+
+async def agent_ready(pilot, wait_until):
+    screen = pilot.app.chat_screen
+    await wait_until(pilot, lambda: screen.model_info is not None, timeout=10, what="the model")
+    await type_line(pilot, "/agent")
+    assert screen.agent_mode
+    return screen
+
+
+async def test_agent_command_toggles_agent_mode(agent_app, wait_until):
+    app = agent_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.chat_screen
+        assert not screen.agent_mode
+        await agent_ready(pilot, wait_until)
+        assert "Agent mode" in str(screen.prompt.placeholder)
+        assert "agent" in str(screen.model_bar.render())
+        await type_line(pilot, "/agent")
+        assert not screen.agent_mode
+        assert "Agent mode" not in str(screen.prompt.placeholder)
+        assert "agent" not in str(screen.model_bar.render())
+        palette = {command.title for command in app.get_system_commands(screen)}
+        assert {"/agent", "/tools"} <= palette
+        await type_line(pilot, "/help")
+        help_text = app.screen.markdown
+        assert "`/agent`" in help_text and "`/tools`" in help_text
+
+
+async def test_tools_lists_the_builtin_tools(agent_app, workspace):
+    app = agent_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await type_line(pilot, "/tools")
+        assert isinstance(app.screen, InfoScreen)
+        text = app.screen.markdown
+        for tool in builtin_tools():
+            assert f"| `{tool.name}` | {tool.risk} |" in text
+        assert str(workspace.resolve()) in text
+
+
+async def test_a_task_shows_a_step_card_and_the_answer(agent_app, wait_until):
+    app = agent_app(call("list_dir", path="."), NO_CALL, "The folder holds README.md and notes.txt.")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await agent_ready(pilot, wait_until)
+        await type_line(pilot, "Which files are in this folder?")
+        await wait_until(pilot, lambda: not screen.busy, timeout=20, what="the agent run")
+        cards = list(screen.query(StepCard))
+        assert cards, "no step card"
+        first = cards[0]
+        assert first.calls and next(iter(first.calls.values())).tool_name == "list_dir"
+        assert "arguments match the schema" in str(first.query_one(".validation").render())
+        result = first.query_one(ResultView)
+        assert result.output.splitlines() == ["README.md", "notes.txt"]
+        assert "list_dir" in result.title and "ms" in result.title
+        answer = list(screen.query(ChatMessage))[-1]
+        assert answer.role == "assistant" and answer.text == "The folder holds README.md and notes.txt."
+        assert "step" in str(answer.query_one(".footer").render())
+        stored = app.history.messages(screen.chat.id)
+        assert [(m.role, m.content) for m in stored][-1] == ("assistant", answer.text)
+        assert screen.context[-2:] == [
+            {"role": "user", "content": "Which files are in this folder?"},
+            {"role": "assistant", "content": answer.text},
+        ]
+
+
+async def test_a_retry_shows_its_reason(agent_app, wait_until):
+    app = agent_app(call("read_file", path=7), call("read_file", path="notes.txt"), NO_CALL, "It says buy milk.")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await agent_ready(pilot, wait_until)
+        await type_line(pilot, "What does notes.txt say?")
+        await wait_until(pilot, lambda: not screen.busy, timeout=20, what="the agent run")
+        retry = str(screen.query_one(StepCard).query_one(".retry").render())
+        assert "retry 1" in retry and "7 is not of type 'string'" in retry
+
+
+async def risky_run(app, pilot, wait_until, key: str):
+    screen = await agent_ready(pilot, wait_until)
+    await type_line(pilot, "Create a.txt that says hi")
+    await wait_until(
+        pilot,
+        lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)),
+        timeout=20,
+        what="the approval prompt",
+    )
+    prompt = screen.query_one(ApprovalPrompt)
+    assert "a.txt" in prompt.request.preview and "+hi" in prompt.request.preview
+    assert app.focused is prompt
+    await pilot.press(key)
+    await wait_until(pilot, lambda: not screen.busy, timeout=20, what="the agent run")
+    return screen, prompt
+
+
+async def test_denied_risky_tool_does_not_run_and_the_model_is_told(agent_app, workspace, wait_until):
+    app = agent_app(call("write_file", path="a.txt", content="hi"), NO_CALL, "I did not write it.")
+    async with app.run_test(size=SIZE) as pilot:
+        screen, prompt = await risky_run(app, pilot, wait_until, "d")
+        assert prompt.decision == "deny"
+        assert not (workspace / "a.txt").exists()
+        result = screen.query_one(ResultView)
+        assert "denied" in result.output
+        told = [m["content"] for r in app.engine.requests for m in r.messages]
+        assert any("the user denied this write_file call" in text for text in told)
+        assert screen.focused is screen.prompt
+
+
+async def test_allowed_risky_tool_runs(agent_app, workspace, wait_until):
+    app = agent_app(call("write_file", path="a.txt", content="hi"), NO_CALL, "Done.")
+    async with app.run_test(size=SIZE) as pilot:
+        screen, prompt = await risky_run(app, pilot, wait_until, "a")
+        assert prompt.decision == "allow_once"
+        assert (workspace / "a.txt").read_text() == "hi"
+        assert list(screen.query(ChatMessage))[-1].text == "Done."
+
+
+async def test_escape_aborts_the_run(agent_app, wait_until, notifications):
+    app = agent_app(HANG)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await agent_ready(pilot, wait_until)
+        await type_line(pilot, "List the files")
+        await wait_until(pilot, lambda: screen.query(StepCard), timeout=10, what="the first step")
+        assert screen.busy
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.busy, timeout=10, what="the run to stop")
+        stopped = str(screen.query_one(".stopped").render())
+        assert stopped.startswith("■ cancelled")
+        assert "agent stopped" in notifications(app)
+        assert app.engine.requests[0].messages[-1]["content"] == "List the files"
+
+
+async def test_escape_while_asking_denies_and_stops(agent_app, workspace, wait_until):
+    app = agent_app(call("run_shell", command="touch x"), NO_CALL, "ok")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await agent_ready(pilot, wait_until)
+        await type_line(pilot, "Touch x")
+        await wait_until(
+            pilot, lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)), timeout=20, what="approval"
+        )
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.busy, timeout=10, what="the run to stop")
+        assert screen.query_one(ApprovalPrompt).decision == "deny"
+        assert not (workspace / "x").exists()
+
+
+async def test_chat_mode_is_untouched_by_agent_mode(agent_app, wait_until):
+    app = agent_app("Hello there.")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.chat_screen
+        await wait_until(pilot, lambda: screen.model_info is not None, timeout=10, what="the model")
+        await type_line(pilot, "/agent")
+        await type_line(pilot, "/agent")
+        await type_line(pilot, "Hi")
+        await wait_until(pilot, lambda: not screen.busy and screen.last_answer, timeout=10, what="the answer")
+        assert screen.last_answer == "Hello there."
+        assert not screen.query(StepCard)
+
+
+@pytest.mark.timeout(300)  # ~70 s on 2 shared CPU cores: most of it prefilling the ~250-token tool prompt
+async def test_real_model_lists_the_folder_in_a_step_card(engine, history, workspace, wait_until):
+    """The embedded model, end to end: the task becomes a list_dir card and an answer."""
+    app = SquishApp(engine, history, max_tokens=48, temperature=0.0, workspace=workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.chat_screen
+        await wait_until(pilot, lambda: screen.model_info is not None, timeout=300, what="the model")
+        await type_line(pilot, "/agent")
+        await type_line(pilot, "Which files are in this folder?")
+        await wait_until(pilot, lambda: not screen.busy, timeout=240, what="the agent run")
+        first = screen.query(StepCard).first()
+        names = [view.tool_name for view in first.calls.values()]
+        assert names and names[0] == "list_dir", names
+        result = first.query(ResultView).first()
+        assert "README.md" in result.output and "notes.txt" in result.output
+        stopped = str(screen.query(".stopped").last().render())
+        assert stopped.startswith("■ answer"), stopped
+        assert list(screen.query(ChatMessage))[-1].role == "assistant"
