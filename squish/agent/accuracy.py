@@ -22,7 +22,7 @@ TASKS = [
     ("Read README.md.", "read_file"),
     ("Open config.json.", "read_file"),
     ("What does main.py contain?", "read_file"),
-    ("Find the word TODO in the files.", "search_files"),
+    ("Find the word alpha in the files.", "search_files"),
     ("Search the project for 'import os'.", "search_files"),
     ("Which files mention Paris?", "search_files"),
     ("Create a file hello.txt that says hi.", "write_file"),
