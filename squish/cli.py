@@ -118,12 +118,10 @@ def read_prompt(arg: str) -> str:
 
 
 def one_shot(args) -> int:
-    from .engine.engine import ChatRequest, Engine
-    from .engine.events import Done, Error, Stats, Status, Token
+    from .engine.engine import ChatRequest, Engine, validate
+    from .engine.events import Done, Error, Loaded, Stats, Status, Token
 
     prompt = read_prompt(args.prompt)
-    if not prompt.strip():
-        raise UsageError("empty prompt")
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": prompt})
     request = ChatRequest(
@@ -134,13 +132,7 @@ def one_shot(args) -> int:
         seed=args.seed,
         timeout_s=args.timeout,
     )
-    from .engine.engine import validate
-    from .engine.errors import UserError
-
-    try:
-        validate(request)
-    except UserError as exc:
-        raise UsageError(str(exc)) from None
+    validate(request)  # bad input fails here, before a model is loaded (UserError: exit 1)
 
     chatty = not (args.quiet or args.json)
     engine = Engine()
@@ -151,7 +143,7 @@ def one_shot(args) -> int:
             print(f"\r\033[2K{event.text}…", end="", file=sys.stderr, flush=True)
         elif isinstance(event, Error):
             return fail(event.message, event.exit_code)
-        elif hasattr(event, "info"):
+        elif isinstance(event, Loaded):
             info = event.info
     if chatty and sys.stderr.isatty():
         print("\r\033[2K", end="", file=sys.stderr, flush=True)
