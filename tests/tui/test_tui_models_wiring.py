@@ -158,7 +158,7 @@ async def test_pull_from_the_picker_cancel_then_resume_then_answer(
         assert app.screen is screen
         assert screen.model_info.name == EMBEDDED_NAME and not screen.model_loading
 
-        fake_hub.throttle_s = 0.01
+        fake_hub.throttle_s = 0.05  # slow enough that the resumed pull's progress line is seen
         await pick(pilot, wait_until, PULLED)  # still a catalog row: not downloaded
         seen = set()
 
