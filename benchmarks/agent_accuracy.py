@@ -16,10 +16,12 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from squish.agent import accuracy
-from squish.engine.bench import save
+import accuracy_tasks as accuracy
+
+from squish.cli.bench import save
 from squish.engine.engine import Engine
-from squish.engine.metrics import hardware
+from squish.engine.memory import hardware
+from squish.models import store
 
 
 def main() -> int:
@@ -28,7 +30,7 @@ def main() -> int:
     parser.add_argument("--results-dir", default="benchmarks/results")
     args = parser.parse_args()
     engine = Engine()
-    loaded = engine.load(args.model).collect()
+    loaded = store.load(engine, args.model).collect()
     if loaded.error is not None:
         sys.exit(loaded.error.message)
     sides = {}

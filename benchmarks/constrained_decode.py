@@ -19,9 +19,10 @@ from pathlib import Path
 
 from squish.agent import constrain
 from squish.agent.tools import Tool
-from squish.engine.bench import percentile, save
+from squish.cli.bench import percentile, save
 from squish.engine.engine import ChatRequest, Engine
-from squish.engine.metrics import hardware
+from squish.engine.memory import hardware
+from squish.models import store
 
 NOTE = Tool(
     "save_note",
@@ -79,7 +80,7 @@ def main() -> int:
         parser.error("--warmup must be at least 5")
 
     engine = Engine()
-    loaded = engine.load(args.model).collect()
+    loaded = store.load(engine, args.model).collect()
     if loaded.error is not None:
         sys.exit(loaded.error.message)
     for i in range(args.warmup):

@@ -28,12 +28,13 @@ from pathlib import Path
 
 from textual import events
 
-from squish.engine.bench import percentile, save, summarize
+from squish.cli.bench import percentile, save, summarize
 from squish.engine.engine import ChatRequest, Engine
-from squish.engine.metrics import hardware
+from squish.engine.memory import hardware
+from squish.history import History
+from squish.models import store
 from squish.tui import streaming
 from squish.tui.app import SquishApp
-from squish.tui.history import History
 from squish.tui.screens.chat import ChatScreen
 from squish.tui.widgets import message as message_widget
 
@@ -293,7 +294,7 @@ def commit() -> str | None:
 def main() -> int:
     args = arguments()
     engine = Engine()
-    loaded = engine.load(args.model).collect()
+    loaded = store.load(engine, args.model).collect()
     if loaded.error:
         print(f"tui_stream: {loaded.error.message}", file=sys.stderr)
         return 2

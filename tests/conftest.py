@@ -3,17 +3,16 @@
 from pathlib import Path
 
 import pytest
+from helpers import build_tiny_model, import_embedded
 
-from helpers import build_tiny_model
-from squish.engine import store
-
+from squish.models import store
 
 
 @pytest.fixture(scope="session")
 def home(tmp_path_factory) -> Path:
     """A squish home with the embedded model imported once for the whole run."""
     path = tmp_path_factory.mktemp("squish-home")
-    store.ensure_embedded(path)
+    import_embedded(path)
     return path
 
 
@@ -22,8 +21,8 @@ def engine(home):
     """One engine thread with the real embedded model, shared by the integration tests."""
     from squish.engine.engine import Engine
 
-    eng = Engine(home)
-    result = eng.load(None).collect()
+    eng = Engine()
+    result = store.load(eng, None, home).collect()
     assert result.error is None, result.error
     yield eng
     eng.shutdown()
@@ -39,7 +38,7 @@ def tiny_engine(tiny_model):
     from squish.engine.engine import Engine
 
     eng = Engine()
-    result = eng.load(str(tiny_model)).collect()
+    result = store.load(eng, str(tiny_model)).collect()
     assert result.error is None, result.error
     yield eng
     eng.shutdown()

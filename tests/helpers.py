@@ -5,7 +5,18 @@ import os
 import sys
 from pathlib import Path
 
-from squish.engine import store
+from squish.models import store
+
+
+def import_embedded(home: Path | None = None) -> Path:
+    """The embedded model's directory in `home`, imported first if needed (MLX on this thread)."""
+    from squish.engine.gguf import import_model
+
+    ref = store.resolve(None, home)
+    if ref.gguf is not None:
+        import_model(ref)
+    return ref.path
+
 
 def build_tiny_model(path: Path, home: Path, seed: int = 0, scale: float = 1.0, dtype: str = "float32") -> Path:
     """A 2-layer llama with random weights and the embedded model's tokenizer: fast and real."""
@@ -32,7 +43,7 @@ def build_tiny_model(path: Path, home: Path, seed: int = 0, scale: float = 1.0, 
     path.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(path / "model.safetensors"), weights)
     (path / "config.json").write_text(json.dumps(config))
-    embedded = store.ensure_embedded(home)
+    embedded = import_embedded(home)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (path / name).write_bytes((embedded / name).read_bytes())
     return path

@@ -113,9 +113,10 @@ class ToolCallConstraint:
         self.busy_s = 0.0  # time spent matching and masking, for the benchmark
 
     def __call__(self, tokens, logits):
-        import mlx.core as mx
         import numpy as np
         from llguidance.numpy import fill_next_token_bitmask
+
+        from ..engine.sampling import mask_logits
 
         if self.started and not self.error:
             # The engine passes all tokens so far; the last is the one sampled on the previous step.
@@ -138,9 +139,7 @@ class ToolCallConstraint:
             if allowed.all():
                 return logits
             self.masked_steps += 1
-            # The lowest finite value, not -inf: the engine treats non-finite logits as a broken model.
-            floor = mx.array(mx.finfo(logits.dtype).min, dtype=logits.dtype)
-            return mx.where(mx.array(allowed.astype(np.bool_)), logits, floor)
+            return mask_logits(logits, allowed.astype(np.bool_))
         finally:
             self.steps += 1
             self.busy_s += time.perf_counter() - began

@@ -14,12 +14,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from .errors import EngineFailure, SquishError, UserError
+from ..errors import EngineFailure, SquishError, UserError
 from .events import Done, Error, EventStream, Live, Loaded, Memory, Progress, Stats, Status, Token
-from .metrics import mlx_memory_gb, process_rss_gb, system_available_gb
+from .memory import mlx_memory_gb, process_rss_gb, system_available_gb
+from .ref import ModelRef
 
 log = logging.getLogger("squish.engine")
 
@@ -27,8 +27,6 @@ MAX_SESSIONS = 4
 PREFILL_CHUNK = 256
 LIVE_INTERVAL_S = 0.25
 ROLES = {"system", "user", "assistant", "tool"}
-
-
 @dataclass
 class ChatRequest:
     messages: list[dict]
@@ -86,8 +84,7 @@ class Stop(Exception):
 
 
 class Engine:
-    def __init__(self, home: Path | None = None) -> None:
-        self._home = home  # squish home for model lookup; None means $SQUISH_HOME or the default
+    def __init__(self) -> None:
         self._requests: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="squish-engine", daemon=True)
         self._started = threading.Lock()
@@ -115,8 +112,11 @@ class Engine:
         self._requests.put((kind, payload, stream))
         return stream
 
-    def load(self, name: str | None) -> EventStream:
-        return self._submit("load", name)
+    def load(self, ref: ModelRef) -> EventStream:
+        """Load `ref` in place of the current model (squish.models.store.resolve makes refs from names)."""
+        if not isinstance(ref, ModelRef):
+            raise TypeError(f"Engine.load takes a ModelRef, got {type(ref).__name__}")
+        return self._submit("load", ref)
 
     def unload(self) -> EventStream:
         return self._submit("unload")
@@ -170,16 +170,16 @@ class Engine:
         # A parked daemon thread is dropped at exit without running those destructors.
         threading.Event().wait()
 
-    def _load(self, name, stream: EventStream) -> None:
-        from . import loader, store
+    def _load(self, ref: ModelRef, stream: EventStream) -> None:
+        from . import gguf, loader
 
-        stream.put(Status("locating model"))
-        display, model_dir = store.resolve(name, self._home)  # a name that is not there keeps the current model
+        if ref.gguf is not None:
+            stream.put(Status(f"importing {ref.name} (once)"))
+            gguf.import_model(ref)
         self._unload(None, stream)
-        stream.put(Status(f"loading {display}"))
-        self._model, self._tokenizer, self._info = loader.load(display, model_dir)
-        store.mark_used(model_dir)
-        log.info("loaded %s from %s (%s, %s)", display, model_dir, self._info.quantization, self._info.backend)
+        stream.put(Status(f"loading {ref.name}"))
+        self._model, self._tokenizer, self._info = loader.load(ref.name, ref.path)
+        log.info("loaded %s from %s (%s, %s)", ref.name, ref.path, self._info.quantization, self._info.backend)
         stream.put(Loaded(self._info))
 
     def _unload(self, _payload, stream: EventStream) -> None:

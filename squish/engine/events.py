@@ -74,8 +74,30 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """The loaded model, as `Loaded` reports it."""
+
+    name: str
+    path: str
+    model_type: str
+    quantization: str
+    context_length: int
+    num_layers: int
+    size_gb: float
+    backend: str
+
+
+def describe_quantization(config: dict) -> str:
+    """A model config's quantization as squish shows it: `Q4 g64`, or the float dtype."""
+    quant = config.get("quantization") or config.get("quantization_config")
+    if not quant or "bits" not in quant:
+        return str(config.get("torch_dtype", "float16"))
+    return f"Q{quant['bits']} g{quant.get('group_size', '?')}"
+
+
+@dataclass(frozen=True)
 class Loaded:
-    info: Any  # loader.ModelInfo
+    info: ModelInfo
 
 
 @dataclass(frozen=True)

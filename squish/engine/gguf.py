@@ -7,12 +7,16 @@ mlx-lm like any converted model and is memory-mapped on later starts.
 """
 
 import json
+import os
 import re
+import shutil
+import time
 from pathlib import Path
 
 import mlx.core as mx
 
-from .errors import ModelError
+from ..errors import ModelError
+from .ref import MANIFEST, ModelRef
 
 LAYER_NAMES = {
     "attn_q": "self_attn.q_proj",
@@ -166,3 +170,26 @@ def import_gguf(gguf_path: Path, out_dir: Path) -> None:
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     (out_dir / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
     (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+
+
+def import_model(ref: ModelRef) -> None:
+    """Import `ref.gguf` into the model directory `ref.path`, all or nothing.
+
+    The files and the manifest are written into a staging directory that is then renamed into
+    place, so `ref.path` either holds its manifest and is complete, or is not a model yet. Another process finishing the same
+    import first is fine: its directory is kept.
+    """
+    target = ref.path
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        import_gguf(ref.gguf, staging)
+        (staging / MANIFEST).write_text(json.dumps({"created": time.time(), **ref.manifest}, indent=2))
+        shutil.rmtree(target, ignore_errors=True)  # a stale directory without a manifest
+        staging.rename(target)
+    except OSError as exc:
+        if (target / MANIFEST).is_file():  # another process finished the same import first
+            return
+        raise ModelError(f"cannot import {ref.name} into {target}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -12,6 +12,13 @@ def make_sampler(temperature: float, top_p: float):
     return mlx_lm_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0)
 
 
+def mask_logits(logits: mx.array, allowed) -> mx.array:
+    """`logits` with the tokens that `allowed` (a numpy bool vector over the vocabulary) forbids
+    set to the lowest finite value, not -inf: the engine treats non-finite logits as a broken model."""
+    floor = mx.array(mx.finfo(logits.dtype).min, dtype=logits.dtype)
+    return mx.where(mx.array(allowed), logits, floor)
+
+
 def repeating_period(tokens: list[int], min_span: int = 48, max_period: int = 64, min_repeats: int = 3) -> int:
     """The period of a loop at the end of `tokens`, or 0 when there is none.
 

@@ -19,7 +19,7 @@ from ..agent.loop import Agent, AgentConfig, AgentResult
 from ..agent.prompt import template_supports_tools
 from ..agent.sandbox import Workspace
 from ..agent.tools import Registry, ToolContext, builtin_tools
-from .agent_cards import AgentLog
+from .widgets.agent_cards import AgentLog
 
 
 class AgentEvent(Message):

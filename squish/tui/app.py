@@ -11,12 +11,12 @@ from typing import Iterable
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from ..engine.hardware import Hardware
-from ..engine.store import squish_home
+from ..history import History, HistoryError
+from ..models.hardware import Hardware
+from ..models.store import squish_home
 from . import commands
-from .first_run import FirstRunScreen, needs_first_run
-from .history import History, HistoryError
 from .screens.chat import ChatScreen
+from .screens.first_run import FirstRunScreen, needs_first_run
 
 HISTORY_FILE = "history.db"
 
@@ -118,7 +118,7 @@ def run_app(
     temperature: float = 0.2,
 ) -> int:
     from ..engine.engine import ChatRequest, Engine, validate
-    from ..engine.errors import UserError
+    from ..errors import UserError
 
     try:
         validate(ChatRequest([{"role": "user", "content": "-"}], max_tokens=max_tokens, temperature=temperature))

@@ -4,7 +4,7 @@ import time
 from dataclasses import asdict
 
 from ..engine.events import Memory, Stats
-from .history import INCOMPLETE, Chat
+from ..history import INCOMPLETE, Chat
 
 FINISH_NOTES = {
     "cancelled": "stopped",

@@ -150,9 +150,10 @@ def model_engine(request):
     except pytest.FixtureLookupError:
         pass
     from squish.engine.engine import Engine
+    from squish.models import store
 
     engine = Engine()
-    loaded = engine.load(None).collect()
+    loaded = store.load(engine, None).collect()
     assert loaded.error is None, loaded.error
     yield engine
     # Unload, not shutdown: with mlx 0.31+, a process that exits after the engine thread ended

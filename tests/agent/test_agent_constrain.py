@@ -14,11 +14,10 @@ from squish.agent.tools import Registry, Tool, builtin_tools
 
 @pytest.fixture(scope="module")
 def tokenizer(model_home):
+    from helpers import import_embedded
     from transformers import AutoTokenizer
 
-    from squish.engine import store
-
-    model_dir = store.ensure_embedded(model_home) if model_home else store.ensure_embedded()
+    model_dir = import_embedded(model_home)
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
+import accuracy_tasks as accuracy
 import pytest
 
-from squish.agent import accuracy
 from squish.agent.events import ToolFinished
 from squish.agent.loop import Agent, AgentConfig
 from squish.agent.sandbox import Workspace

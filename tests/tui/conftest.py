@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from squish.engine.events import Done, EventStream, Loaded, Memory, Progress, Stats, Status, Token
-from squish.tui.history import History
+from squish.history import History
 
 SCRIPTED_ANSWER = (
     "Here is a function that adds two numbers:\n\n"

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from squish.agent.tools import builtin_tools
-from squish.engine.events import Done, EventStream, Loaded, Memory
-from squish.engine.loader import ModelInfo
-from squish.tui.agent_cards import ApprovalPrompt, ResultView, StepCard
+from squish.engine.events import Done, EventStream, Loaded, Memory, ModelInfo
 from squish.tui.app import SquishApp
 from squish.tui.screens.info import InfoScreen
+from squish.tui.widgets.agent_cards import ApprovalPrompt, ResultView, StepCard
 from squish.tui.widgets.message import ChatMessage
 
 SIZE = (110, 40)

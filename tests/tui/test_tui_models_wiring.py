@@ -1,22 +1,23 @@
 """The model pieces wired into the chat app: /model picker, switching, pulls, the first-run offer.
 
 Pilot drives the real app on a real engine whose squish home is a temp dir. Downloads come
-from the fake hub of tests/conftest_models.py (127.0.0.1), which serves the tiny random-weight
+from the fake hub of tests/fake_hub.py (127.0.0.1), which serves the tiny random-weight
 model under a catalog model's repo name; no test touches the internet. Generations are few and
 short (the Linux CPU backend decodes ~9 tok/s).
 """
 
 import pytest
-from conftest_models import TINY_REPO, closed_port_url, fake_hub, tiny_repo_files  # noqa: F401
+from fake_hub import TINY_REPO, closed_port_url, fake_hub, tiny_repo_files  # noqa: F401
+from helpers import import_embedded
 from textual.widgets import Label, OptionList
 
-from squish.engine import catalog, config, hardware, store
 from squish.engine.engine import Engine
-from squish.engine.store import EMBEDDED_NAME
+from squish.models import catalog, hardware, settings, store
+from squish.models.store import EMBEDDED_NAME
 from squish.tui.app import SquishApp
-from squish.tui.first_run import FirstRunScreen, needs_first_run
-from squish.tui.pull_screen import PullScreen
+from squish.tui.screens.first_run import FirstRunScreen, needs_first_run
 from squish.tui.screens.models import ModelScreen
+from squish.tui.screens.pull import PullScreen
 
 SIZE = (110, 40)
 MACHINE = hardware.Hardware("CPU", "test machine", 8.0, 6.0, 100.0)  # fixed, so fit and the offer are too
@@ -27,14 +28,14 @@ PULLED = "smollm2:360m"  # the fake hub serves the tiny model under this catalog
 def models_home(tmp_path):
     """A squish home with the embedded model imported (about half a second) and nothing else."""
     home = tmp_path / "home"
-    store.ensure_embedded(home)
+    import_embedded(home)
     return home
 
 
 @pytest.fixture
 def home_engine(models_home):
     """An engine on that home: what it loads and what the app lists and pulls are the same models."""
-    engine = Engine(models_home)
+    engine = Engine()
     yield engine
     engine.unload().collect()  # MLX memory is per process: leave none to the next test's readings
     engine.shutdown()
@@ -50,7 +51,7 @@ def install_tiny(home, files) -> None:
 
 
 def serve_as(hub, name: str, files) -> None:
-    from conftest_models import Repo
+    from fake_hub import Repo
 
     hub.repos[catalog.find(name).repo] = Repo(dict(files))
 
@@ -122,7 +123,7 @@ async def test_picker_lists_local_and_catalog_models_and_switching_frees_memory(
         await pick(pilot, wait_until, TINY_REPO)
         await ready(pilot, wait_until, TINY_REPO)
         assert screen.model_bar.model.startswith(TINY_REPO)
-        weights_gb = sum(p.stat().st_size for p in store.ensure_embedded(models_home).glob("*.safetensors")) / 1e9
+        weights_gb = sum(p.stat().st_size for p in import_embedded(models_home).glob("*.safetensors")) / 1e9
         # The engine freed the embedded weights (~0.1 GB) before loading the 0.7 MB model.
         await wait_until(pilot, lambda: embedded_gb - panel.memory[0] > 0.9 * weights_gb, what="the memory drop")
         tiny_gb = panel.memory[0]
@@ -170,7 +171,7 @@ async def test_pull_from_the_picker_cancel_then_resume_then_answer(
         assert any(" / 696.5 kB · " in line and "/s · ETA" in line for line in seen), seen
         assert fake_hub.range_requests("model-00001-of-00002.safetensors")  # resumed, not restarted
         assert screen.model_bar.model.startswith(PULLED)
-        assert config.default_model(models_home) is None  # a pull from /model does not change the default
+        assert settings.default_model(models_home) is None  # a pull from /model does not change the default
 
         await ask(pilot, wait_until, "Hi")
         assert screen.last_stats.generation_tokens >= 1 and screen.history.chat(screen.chat.id).model == PULLED
@@ -209,8 +210,8 @@ async def test_first_run_continue_with_the_embedded_model_is_remembered(home_eng
         await pilot.click("#first-run-embedded")
         await wait_until(pilot, lambda: app.screen is app.chat_screen, timeout=10, what="the chat screen")
         await ready(pilot, wait_until)
-    assert config.first_run_choice(models_home)["choice"] == "embedded"
-    assert config.default_model(models_home) is None and not needs_first_run(models_home)
+    assert settings.first_run_choice(models_home)["choice"] == "embedded"
+    assert settings.default_model(models_home) is None and not needs_first_run(models_home)
 
     app = SquishApp(home_engine, history, home=models_home, hw=MACHINE, offer_first_run=True)
     assert not app.first_run
@@ -235,5 +236,5 @@ async def test_first_run_download_goes_through_the_pull_screen(
     assert fake_hub.served["model-00001-of-00002.safetensors"] == len(
         tiny_repo_files["model-00001-of-00002.safetensors"]
     )
-    assert config.first_run_choice(models_home)["choice"] == "pull"
-    assert config.default_model(models_home) == recommended and not needs_first_run(models_home)
+    assert settings.first_run_choice(models_home)["choice"] == "pull"
+    assert settings.default_model(models_home) == recommended and not needs_first_run(models_home)

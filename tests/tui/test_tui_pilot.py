@@ -6,9 +6,9 @@ serves the whole module.
 
 from textual.widgets import Markdown
 
-from squish.engine.store import EMBEDDED_NAME
+from squish.history import History
+from squish.models.store import EMBEDDED_NAME
 from squish.tui.app import SquishApp
-from squish.tui.history import History
 from squish.tui.widgets.message import ChatMessage
 
 SIZE = (110, 34)

@@ -20,13 +20,14 @@ from ...agent.approval import DENY
 from ...agent.loop import AgentConfig
 from ...engine.engine import ChatRequest
 from ...engine.events import Done, Error, EventStream, Loaded, Memory, Stats, Status
-from ...engine.hardware import Hardware
-from ...engine.inventory import PickerRow, picker_rows
-from ...engine.metrics import process_rss_gb, system_available_gb
+from ...engine.memory import process_rss_gb, system_available_gb
+from ...errors import SquishError
+from ...history import INCOMPLETE, Chat, History, HistoryError
+from ...models import store
+from ...models.hardware import Hardware
+from ...models.inventory import PickerRow, picker_rows
 from .. import commands
-from ..agent_cards import ApprovalPrompt
 from ..agent_run import AgentAsk, AgentEvent, AgentFinished, AgentRun, AgentTools, tools_markdown
-from ..history import INCOMPLETE, Chat, History, HistoryError
 from ..messages import (
     LiveReading,
     MemoryReading,
@@ -37,9 +38,9 @@ from ..messages import (
     TokensArrived,
     TurnFinished,
 )
-from ..pull_screen import PullScreen
 from ..streaming import Pacing, pump
 from ..transcript import export_markdown, footer_for, stats_markdown, stored_stats
+from ..widgets.agent_cards import ApprovalPrompt
 from ..widgets.message import ChatMessage
 from ..widgets.model_bar import ModelBar
 from ..widgets.prompt import PromptInput
@@ -47,6 +48,7 @@ from ..widgets.stats import StatsPanel
 from .chats import ChatsScreen
 from .info import InfoScreen
 from .models import ModelScreen
+from .pull import PullScreen
 
 MEMORY_POLL_S = 0.5
 LIVE_EVERY_S = 0.45
@@ -186,7 +188,12 @@ class ChatScreen(Screen):
     def _load_worker(self, name: str | None) -> None:
         worker = get_current_worker()  # cancelled when a newer load replaces this one: it then stays silent
         loaded = False
-        for event in until_done(self.engine.load(name)):
+        try:
+            stream = store.load(self.engine, name, self.home)
+        except SquishError as exc:  # not there, or a broken directory: the current model stays
+            self.post_message(ModelFailed(name, str(exc)))
+            return
+        for event in until_done(stream):
             if worker.is_cancelled:
                 return
             if isinstance(event, Status):

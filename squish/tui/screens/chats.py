@@ -7,7 +7,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from ..history import Chat, History, HistoryError
+from ...history import Chat, History, HistoryError
 
 
 def age(seconds: float) -> str:

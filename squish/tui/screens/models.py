@@ -8,7 +8,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from ...engine.inventory import PickerRow
+from ...models.inventory import PickerRow
 
 
 def row_prompt(row: PickerRow, current: str | None) -> Text:

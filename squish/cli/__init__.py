@@ -1,0 +1,86 @@
+"""Command line: `squish` dispatches to the chat app, a one-shot answer or a command.
+
+Nothing here imports mlx or textual at module level: `squish --help` stays fast. One module per
+command: chat (one-shot -p), agent, models (models, pull, rm), bench; parsers in parser.py.
+Exit codes: 0 ok, 1 user or input error, 2 runtime or system error.
+"""
+
+import logging
+import sys
+
+from .parser import UsageError, fail, main_parser
+
+
+def bench_command(argv: list[str]) -> int:
+    from .bench import bench
+
+    return bench(argv)
+
+
+def models_command(argv: list[str]) -> int:
+    from .models import models
+
+    return models(argv)
+
+
+def pull_command(argv: list[str]) -> int:
+    from .models import pull
+
+    return pull(argv)
+
+
+def rm_command(argv: list[str]) -> int:
+    from .models import rm
+
+    return rm(argv)
+
+
+COMMANDS = {"bench": bench_command, "models": models_command, "pull": pull_command, "rm": rm_command}
+
+
+def run(argv: list[str]) -> int:
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    args = main_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    if args.model is None:
+        from .models import configured_default
+
+        args.model = configured_default()
+    if any((args.agent, args.tools, args.no_exec, args.yes, args.workspace, args.max_steps is not None)):
+        if args.prompt is None:
+            raise UsageError("agent mode needs -p PROMPT (in the chat app, use /agent)")
+        from .agent import run_agent
+
+        return run_agent(args)
+    if args.prompt is None:
+        from ..tui.app import run_app
+
+        return run_app(
+            model=args.model,
+            continue_last=args.continue_chat,
+            system_prompt=args.system,
+            max_tokens=args.max_tokens,
+            temperature=args.temp,
+        )
+    if args.continue_chat:
+        raise UsageError("--continue reopens a chat in the chat app; it does not combine with -p")
+    from .chat import one_shot
+
+    return one_shot(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import SquishError
+
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        return fail(str(exc), 1)
+    except SquishError as exc:
+        return fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        print("squish: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        return fail(str(exc), 2)

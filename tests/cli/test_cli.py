@@ -1,0 +1,138 @@
+"""The CLI through subprocesses: exit codes, stdout/stderr separation, --quiet, --json, stdin, startup."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import SQUISH, squish_env
+
+
+def squish(home, *args, stdin: bytes = b""):
+    return subprocess.run(
+        [*SQUISH, *args], input=stdin, capture_output=True, env=squish_env(home), timeout=110
+    )
+
+
+def one_error_line(proc) -> str:
+    err = proc.stderr.decode()
+    assert err.startswith("squish: error: ")
+    assert err.count("\n") == 1, err
+    assert proc.stdout == b""
+    return err
+
+
+def test_quiet_answer_names_paris(home):
+    proc = squish(home, "--quiet", "-p", "What is the capital of France?", "--temp", "0", "--max-tokens", "12")
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout.decode()
+    assert proc.stderr == b""
+
+
+def test_json_from_stdin(home):
+    proc = squish(home, "--json", "-p", "-", "--temp", "0", "--max-tokens", "12", "--seed", "7",
+                  stdin=b"What is the capital of France?")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"text", "model", "finish_reason", "stats"}
+    assert "Paris" in out["text"] and out["model"] == "smollm2:135m"
+    assert out["finish_reason"] == "stop"
+    for key in ("ttft_ms", "prefill_tps", "decode_tps", "prompt_tokens", "generation_tokens", "peak_memory_gb"):
+        assert out["stats"][key] > 0
+    assert out["stats"]["seed"] == 7
+
+
+def test_streaming_mode_puts_stats_on_stderr_only(home):
+    proc = squish(home, "-p", "Say hello.", "--temp", "0", "--max-tokens", "4", "--system", "Be brief.")
+    assert proc.returncode == 0, proc.stderr
+    assert "TTFT" not in proc.stdout.decode()
+    assert "TTFT" in proc.stderr.decode() and "seed" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["-p", ""], b"", "empty prompt"),
+        (["-p", "-"], b"  \n", "empty prompt"),
+        (["-p", "-"], b"\xff\xfe bad", "not valid UTF-8"),
+        (["-p", "hi", "--max-tokens", "0"], b"", "max_tokens"),
+        (["-p", "hi", "--temp", "-2"], b"", "temperature"),
+        (["-p", "hi", "--model", "no-such-model:7b"], b"", "unknown model"),
+        (["--no-such-flag"], b"", "unrecognized arguments"),
+        (["-p", "hi", "--max-tokens", "many"], b"", "invalid int value"),
+    ],
+)
+def test_user_errors_exit_1_with_one_line(home, args, stdin, message):
+    proc = squish(home, *args, stdin=stdin)
+    assert proc.returncode == 1
+    assert message in one_error_line(proc)
+
+
+def test_broken_model_directory_is_a_system_error(home, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{oops")
+    proc = squish(home, "-p", "hi", "--model", str(broken))
+    assert proc.returncode == 2
+    assert "not valid JSON" in one_error_line(proc)
+
+
+def test_help_has_examples_and_imports_neither_mlx_nor_textual(home):
+    code = (
+        "import sys, runpy; sys.argv = ['squish', '--help']\n"
+        "try:\n    runpy.run_module('squish', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0\n"
+        "print([m for m in sys.modules if m.split('.')[0] in ('mlx', 'textual', 'mlx_lm')])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=squish_env(home))
+    assert proc.returncode == 0, proc.stderr
+    assert "examples:" in proc.stdout and "squish -p" in proc.stdout
+    assert proc.stdout.strip().endswith("[]")
+
+
+def test_import_is_light_and_fast(home):
+    code = (
+        "import time, sys, os; t = time.perf_counter(); import squish, squish.cli; d = time.perf_counter() - t\n"
+        "import psutil; rss = psutil.Process(os.getpid()).memory_info().rss\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('mlx', 'textual', 'mlx_lm')]\n"
+        "print(d, rss, heavy)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=squish_env(home))
+    seconds, rss, heavy = proc.stdout.split(" ", 2)
+    assert heavy.strip() == "[]"
+    assert float(seconds) < 2.0
+    assert int(rss) < 200e6
+
+
+def test_version(home):
+    proc = squish(home, "--version")
+    assert proc.returncode == 0 and proc.stdout.decode().startswith("squish 0.")
+
+
+def test_bench_quick_json_on_a_tiny_model(home, tiny_model, tmp_path):
+    results = tmp_path / "results"
+    proc = squish(home, "bench", "--quick", "--json", "--model", str(tiny_model), "--results-dir", str(results))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for side in ("squish", "mlx_lm"):
+        assert set(out[side]) == {"decode_tps", "ttft_ms_p50", "peak_memory_gb"}
+        assert out[side]["decode_tps"] > 0 and out[side]["peak_memory_gb"] > 0
+    assert out["decode_ratio"] > 0
+    files = list(results.glob("*_bench-quick.json"))
+    assert len(files) == 1
+    saved = json.loads(files[0].read_text())
+    assert {"chip", "cores", "ram_gb", "os", "mlx", "mlx_lm", "backend"} <= set(saved["hardware"])
+    assert saved["plan"]["warmup"] >= 5
+    assert len(saved["multi_turn"]["turns"]) == 3
+    again = squish(home, "bench", "--quick", "--json", "--model", str(tiny_model), "--results-dir", str(results))
+    assert again.returncode == 0
+    assert len(list(results.glob("*.json"))) == 2  # appended, never overwritten
+
+
+@pytest.mark.parametrize(
+    "args, message", [(["--warmup", "2"], "at least 5"), (["--turns", "11"], "between 2 and 10")]
+)
+def test_bench_refuses_bad_plans(home, args, message):
+    proc = squish(home, "bench", *args)
+    assert proc.returncode == 1
+    assert message in one_error_line(proc)

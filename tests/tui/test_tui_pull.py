@@ -1,0 +1,170 @@
+"""The pull screen and the first-run offer, each driven by Pilot in a tiny host app, against the fake hub."""
+
+import time
+
+from fake_hub import HUGE_REPO, TINY_REPO, closed_port_url, fake_hub, listing, tiny_repo_files  # noqa: F401
+from textual.app import App
+from textual.widgets import Button, Label, ProgressBar
+
+from squish.models import hardware, settings, store
+from squish.tui.screens.first_run import FirstRunScreen, needs_first_run
+from squish.tui.screens.pull import PullScreen
+
+SHARD = "model-00001-of-00002.safetensors"
+SIZE = (100, 40)  # room for the dialogs with long error lines, so clicks land on the buttons
+NO_RESULT = object()
+
+
+class Host(App):
+    """Pushes one screen and keeps what it dismissed with."""
+
+    def __init__(self, screen_factory) -> None:
+        super().__init__()
+        self.screen_factory = screen_factory
+        self.result = NO_RESULT
+
+    def on_mount(self) -> None:
+        self.push_screen(self.screen_factory(), callback=self.keep)
+
+    def keep(self, result) -> None:
+        self.result = result
+
+
+async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+def text(app, selector: str) -> str:
+    """A label's text, or "" while the pushed screen is not shown yet."""
+    found = app.screen.query(selector)
+    return str(found.first(Label).render()) if found else ""
+
+
+async def test_pull_screen_shows_progress_and_returns_the_ready_model(fake_hub, tmp_path):
+    fake_hub.throttle_s = 0.02
+    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url, make_default=True))
+    seen = set()
+    async with app.run_test(size=SIZE) as pilot:
+
+        def watch():
+            if isinstance(app.screen, PullScreen):
+                seen.add(text(app, "#pull-bytes"))
+            return app.result is not NO_RESULT
+
+        await wait_until(pilot, watch)
+    assert app.result == TINY_REPO
+    assert any("/s · ETA" in line and " kB / 696.5 kB" in line for line in seen), seen
+    assert store.read_manifest(store.model_dir_for(TINY_REPO, tmp_path)) is not None
+    assert settings.default_model(tmp_path) == TINY_REPO
+
+
+async def test_pull_screen_progress_bar_and_plan(fake_hub, tmp_path):
+    fake_hub.throttle_s = 0.05
+    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: fake_hub.served.get(SHARD, 0) > 0)
+        await wait_until(pilot, lambda: (app.screen.query_one(ProgressBar).progress or 0) > 0)
+        bar = app.screen.query_one(ProgressBar)
+        assert bar.total == 696538
+        assert "696.5 kB in 6 files" in text(app, "#pull-plan") and "RAM ~0.30 GB" in text(app, "#pull-plan")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result == TINY_REPO
+
+
+async def test_cancel_keeps_the_partial_for_the_next_pull(fake_hub, tmp_path):
+    fake_hub.throttle_s = 0.1
+    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url, make_default=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: fake_hub.served.get(SHARD, 0) > 0)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result is None
+    staging = store.staging_dir_for(TINY_REPO, tmp_path)
+    assert (staging / f"{SHARD}.part").stat().st_size > 0
+    assert store.read_manifest(store.model_dir_for(TINY_REPO, tmp_path)) is None
+    assert settings.default_model(tmp_path) is None
+
+    fake_hub.throttle_s = 0.0
+    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result == TINY_REPO
+    assert len(fake_hub.range_requests(SHARD)) == 1  # resumed, not restarted
+
+
+async def test_disk_refusal_is_shown_and_writes_nothing(fake_hub, tmp_path):
+    app = Host(lambda: PullScreen(HUGE_REPO, home=tmp_path, endpoint=fake_hub.url))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "not enough disk" in text(app, "#pull-error"))
+        assert str(app.screen.query_one("#pull-cancel", Button).label) == "Close"
+        await pilot.click("#pull-cancel")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result is None
+    assert listing(tmp_path) == []
+
+
+async def test_unreachable_hub_is_shown(tmp_path):
+    endpoint = closed_port_url()
+    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=endpoint))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "cannot reach the hub" in text(app, "#pull-error"))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result is None and listing(tmp_path) == []
+
+
+async def test_an_already_downloaded_model_returns_at_once(fake_hub, tmp_path):
+    for _ in range(2):
+        host = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
+        async with host.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda app=host: app.result is not NO_RESULT)
+        assert host.result == TINY_REPO
+    assert [r for r in fake_hub.requests if "/api/models/" in r[1]] == [
+        ("GET", f"/api/models/{TINY_REPO}/revision/main", None)
+    ]
+
+
+M3 = hardware.Hardware("Metal", "Apple M3", 16.0, 10.0, 200.0)
+
+
+async def test_first_run_offers_the_recommended_model_and_saves_the_choice(tmp_path):
+    assert needs_first_run(tmp_path)
+    app = Host(lambda: FirstRunScreen(home=tmp_path, hw=M3))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        offer = text(app, "#first-run-offer")
+        assert "Recommended: qwen3:8b (mlx-community/Qwen3-8B-4bit)" in offer
+        assert "download about 4.61 GB" in offer and "KV cache" in offer
+        await pilot.click("#first-run-pull")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result == "qwen3:8b"
+    assert settings.first_run_choice(tmp_path)["choice"] == "pull"
+    assert needs_first_run(tmp_path)  # offered again until that pull completes
+    settings.set_default_model("qwen3:8b", tmp_path)
+    assert not needs_first_run(tmp_path)
+
+
+async def test_first_run_continue_with_the_embedded_model(tmp_path):
+    app = Host(lambda: FirstRunScreen(home=tmp_path, hw=M3))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        await pilot.click("#first-run-embedded")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result is None
+    assert settings.first_run_choice(tmp_path)["choice"] == "embedded"
+    assert not needs_first_run(tmp_path) and settings.default_model(tmp_path) is None
+
+
+async def test_first_run_on_a_machine_where_nothing_fits(tmp_path):
+    small = hardware.Hardware("CPU", "tiny", 2.0, 0.5, 1.0)
+    app = Host(lambda: FirstRunScreen(home=tmp_path, hw=small))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        assert "No catalog model fits" in text(app, "#first-run-offer")
+        assert not app.screen.query("#first-run-pull")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result is None and settings.first_run_choice(tmp_path)["choice"] == "embedded"
