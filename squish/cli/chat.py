@@ -91,7 +91,7 @@ def one_shot(args) -> int:
         return fail(error.message, error.exit_code)
     if chatty and stats is not None:
         print(
-            f"[{info.name} {info.quantization} {info.backend} · TTFT {stats.ttft_ms:.0f} ms · "
+            f"[{info.name} {info.quantization} {info.kernels} · TTFT {stats.ttft_ms:.0f} ms · "
             f"prefill {stats.prefill_tps:.1f} tok/s · decode {stats.decode_tps:.1f} tok/s · "
             f"{stats.generation_tokens} tokens · peak {stats.peak_memory_gb:.2f} GB · "
             f"seed {stats.seed} · {finish}]",

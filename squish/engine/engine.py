@@ -179,7 +179,7 @@ class Engine:
         self._unload(None, stream)
         stream.put(Status(f"loading {ref.name}"))
         self._model, self._tokenizer, self._info = loader.load(ref.name, ref.path)
-        log.info("loaded %s from %s (%s, %s)", ref.name, ref.path, self._info.quantization, self._info.backend)
+        log.info("loaded %s from %s (%s, %s)", ref.name, ref.path, self._info.quantization, self._info.kernels)
         stream.put(Loaded(self._info))
 
     def _unload(self, _payload, stream: EventStream) -> None:
@@ -370,6 +370,7 @@ class Engine:
                 rss_gb=process_rss_gb(),
                 finish_reason=finish,
                 seed=seed,
+                kernels=info.kernels,
             )
         )
         if finish == "timeout":

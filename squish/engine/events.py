@@ -57,6 +57,7 @@ class Stats:
     rss_gb: float
     finish_reason: str
     seed: int
+    kernels: str = ""  # ModelInfo.kernels of the model that answered
 
     def public(self) -> dict:
         """The stats object of `squish --json`."""
@@ -70,6 +71,7 @@ class Stats:
             "peak_memory_gb": round(self.peak_memory_gb, 4),
             "rss_gb": round(self.rss_gb, 4),
             "seed": self.seed,
+            "kernels": self.kernels,
         }
 
 
@@ -85,6 +87,9 @@ class ModelInfo:
     num_layers: int
     size_gb: float
     backend: str
+    # The kernels the forward pass runs on (engine/native.py): "cpu-native avx512",
+    # "cpu-native avx2", "cpu-native scalar", "cpu-reference" (stock MLX on the CPU), "metal", "cuda".
+    kernels: str = "cpu-reference"
 
 
 def describe_quantization(config: dict) -> str:

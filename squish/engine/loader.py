@@ -12,6 +12,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..errors import ModelError
+from . import native
 from .events import ModelInfo, describe_quantization
 from .memory import backend_name
 
@@ -34,6 +35,7 @@ def load(name: str, model_dir: Path):
     except Exception as exc:  # mlx-lm raises many kinds for a broken model; all mean the same here
         raise ModelError(f"cannot load {model_dir.name}: {type(exc).__name__}: {exc}") from None
     check_finite(model)
+    kernels = native.prepare(model)
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     text = config.get("text_config", {})
     context = config.get("max_position_embeddings") or text.get("max_position_embeddings")
@@ -46,5 +48,6 @@ def load(name: str, model_dir: Path):
         num_layers=int(config.get("num_hidden_layers") or text["num_hidden_layers"]),
         size_gb=size / 1e9,
         backend=backend_name(),
+        kernels=kernels,
     )
     return model, tokenizer, info

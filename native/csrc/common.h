@@ -1,0 +1,76 @@
+// Types shared by the per-ISA kernel objects and the MLX primitives. This header includes no
+// C++ standard library templates: kernels.cpp is compiled once per instruction set, and an
+// inline library function instantiated there could be picked by the linker for the scalar
+// build (an ODR merge of code compiled with different -m flags).
+#pragma once
+
+#include <stdint.h>
+
+namespace sqn {
+
+enum ScaleType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+// A quantized matrix in MLX's affine layout: w[n, k] = scales[n, g] * q[n, k] + biases[n, g],
+// g = k / group_size; q packed little-endian into uint32 words (element j of a word at bits
+// j*bits), rows of K*bits/32 words.
+struct QWeight {
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+  int stype;  // ScaleType of scales and biases
+  int N, K, bits, group_size;
+};
+
+// Block size of the int8 activations (every supported group size is a multiple of it).
+constexpr int kBlock = 32;
+// Rows of activations are padded to a multiple of this many elements.
+constexpr int kChunk = 128;
+
+inline int padded(int K) {
+  return (K + kChunk - 1) / kChunk * kChunk;
+}
+
+// Activations quantized for one weight layout: M rows of x[k] ~= d[k / 32] * q[k].
+// q is stored in the order the kernel's dot product wants (see docs/native.md): natural, or,
+// for 4-bit weights on SIMD paths, each chunk of `order` elements as its even then its odd
+// elements (a byte's low nibble pairs with an even element, its high nibble with the next).
+// The lane arrays hold one value per `lane` consecutive elements (8 for 4-bit weights, 4 for
+// 8-bit): the block scale, the group sum share for the bias term, and 128 * sum(q) for the
+// AVX2 8-bit sign trick.
+struct QAct {
+  int8_t* q;      // M x Kp
+  float* d;       // M x Kp/32
+  float* gsum;    // M x Kp/group_size: sum of x over each weight group (f32)
+  float* ldx;     // M x Kp/lane
+  float* lhb;     // M x Kp/lane: gsum[g] * lane / group_size
+  int32_t* lxs;   // M x Kp/lane (only when the kernels ask for it, else null)
+  int M, K, Kp, lane, group_size, order;
+  // Two rows per row of x: x ~= d_hi * q_hi + d_lo * q_lo, the second quantizing what the first
+  // left over (about 250 times finer); the kernels sum the pair into one output row.
+  int pairs;
+};
+
+// Per-ISA entry points; each works on a slice of the problem so the pool can split it.
+struct Kernels {
+  const char* name;
+  int order4;       // chunk size of the 4-bit activation order (0: natural)
+  int wants_lxs;    // the 8-bit kernel needs QAct::lxs
+  // y[m, n] (m in [m0, m1), n in [n0, n1)) = sum_k x[m, k] w[n, k] (+ bias[n]) (+ res[m, n]);
+  // m indexes rows of x (with pairs, QAct rows 2m and 2m + 1).
+  void (*qmm)(const QWeight& w, const QAct& x, int m0, int m1, int n0, int n1, float* y,
+              int64_t ldy, const float* bias, const float* res, int64_t ldr);
+  // Quantize rows [m0, m1) of x (M x K, row stride ldx) into the buffers of `a`.
+  void (*quantize)(const float* x, int64_t ldx, int m0, int m1, const QAct& a);
+};
+
+namespace scalar {
+const Kernels* kernels();
+}
+namespace avx2 {
+const Kernels* kernels();
+}
+namespace avx512 {
+const Kernels* kernels();
+}
+
+}  // namespace sqn

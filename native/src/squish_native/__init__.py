@@ -1,0 +1,66 @@
+"""squish's native CPU kernels for MLX (see docs/native.md).
+
+`available()` says whether the compiled module is here; without it (no C++ compiler or Python
+headers when the package was built, or SQUISH_NATIVE=off) every caller keeps stock MLX.
+"""
+
+import os
+
+_OFF = os.environ.get("SQUISH_NATIVE", "").strip().lower() in ("0", "off", "false", "no")
+
+if _OFF:
+    _ext = None
+    reason = "disabled by SQUISH_NATIVE=off"
+else:
+    try:
+        import mlx.core  # noqa: F401  (registers MLX's types with nanobind before the extension loads)
+
+        from . import _ext
+    except ImportError as exc:
+        _ext = None
+        reason = f"the native module is not built ({exc})"
+    else:
+        reason = ""
+
+
+def available() -> bool:
+    return _ext is not None
+
+
+def _require():
+    if _ext is None:
+        raise RuntimeError(f"squish_native is unavailable: {reason}")
+    return _ext
+
+
+def isa() -> str:
+    """The kernel path in use: 'avx512', 'avx2' or 'scalar'."""
+    return _require().isa()
+
+
+def supported_isas() -> list[str]:
+    return _require().supported_isas()
+
+
+def set_isa(name: str) -> None:
+    """Force a kernel path for this process ('auto' restores the best one)."""
+    _require().set_isa(name)
+
+
+def threads() -> int:
+    return _require().threads()
+
+
+def set_threads(n: int) -> None:
+    _require().set_threads(n)
+
+
+def quantized_matmul(x, w, scales, biases, group_size: int, bits: int, *, bias=None, residual=None, precise=True):
+    """x @ dequantize(w).T for MLX's affine quantized layout; x float32 (..., K).
+
+    x is quantized to int8 blocks of 32; `precise` (the default) adds a second int8 pass for
+    what the first rounded away, which keeps outlier channels from costing accuracy.
+    """
+    return _require().quantized_matmul(
+        x, w, scales, biases, group_size, bits, bias=bias, residual=residual, precise=precise
+    )
