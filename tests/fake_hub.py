@@ -154,7 +154,9 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
-        self.served: dict[str, int] = {}  # body bytes sent per file name
+        # Body bytes sent per file name, counted after each write: a client can have its bytes
+        # before the count moves, so wait for it or use files_requested.
+        self.served: dict[str, int] = {}
         self.throttle_s = 0.0  # pause between 16 kB chunks
         self.drop_after: dict[str, int] = {}  # file name -> close the connection after this many bytes, once
         self.broken_at: dict[str, int] = {}  # file name -> every response stops at this offset of the file
@@ -171,6 +173,13 @@ class FakeHub:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def files_requested(self, since: int = 0) -> set[str]:
+        """Names of the files whose bytes were asked for in requests[since:] (logged before any
+        answer is sent, so this is complete as soon as the client has its answer, unlike `served`)."""
+        with self.lock:
+            paths = [p for m, p, _ in self.requests[since:] if m == "GET" and ("/resolve/" in p or p.startswith("/cdn/"))]
+        return {p.rpartition("/")[2] for p in paths}
 
     def range_requests(self, name: str) -> list[str]:
         """Range headers of the GETs that fetched an LFS file's bytes (from the CDN, after the redirect)."""

@@ -73,7 +73,7 @@ def test_a_pull_that_cannot_fit_is_refused_before_any_byte_is_written(fake_hub, 
         assert "not enough disk for test-org/huge-llama" in one_error_line(proc)
         assert "NOT ENOUGH" in proc.stdout
     assert listing(tmp_path) == []
-    assert set(fake_hub.served) == {"config.json"}
+    assert fake_hub.files_requested() == {"config.json"}  # read into memory by the plan, never written
 
 
 def test_unreachable_hub_is_exit_2_with_one_clear_line(tmp_path):

@@ -64,10 +64,10 @@ def test_download_reports_progress_and_installs_a_verified_model(fake_hub, tiny_
 def test_a_present_model_is_not_downloaded_again(fake_hub, tmp_path):
     plan = plan_for(fake_hub, tmp_path)
     pull.download(plan, endpoint=fake_hub.url)
-    served = dict(fake_hub.served)
+    asked = len(fake_hub.requests)
     assert pull.ready_dir(TINY_REPO, tmp_path) == plan.target
     assert pull.download(plan, endpoint=fake_hub.url) == plan.target
-    assert fake_hub.served == served
+    assert len(fake_hub.requests) == asked  # not one request to the hub
 
 
 def test_insufficient_disk_is_refused_before_any_byte_is_written(fake_hub, tmp_path):
@@ -77,7 +77,7 @@ def test_insufficient_disk_is_refused_before_any_byte_is_written(fake_hub, tmp_p
         pull.download(plan, endpoint=fake_hub.url)
     assert caught.value.exit_code == 1
     assert listing(tmp_path) == []
-    assert set(fake_hub.served) == {"config.json"}  # read into memory by the plan, never written
+    assert fake_hub.files_requested() == {"config.json"}  # read into memory by the plan, never written
 
 
 def test_cancelled_download_resumes_with_a_range_request(fake_hub, tiny_repo_files, tmp_path):
@@ -149,10 +149,10 @@ def test_corrupt_bytes_are_caught_by_the_hash_and_deleted(fake_hub, tiny_repo_fi
     with pytest.raises(ModelNotFound):
         store.resolve(TINY_REPO, tmp_path)
     del fake_hub.repos[TINY_REPO].served_content[SHARD]  # the hub is fixed: only that file is fetched again
-    served = {n: fake_hub.served.get(n, 0) for n in ("tokenizer.json", "model-00002-of-00002.safetensors")}
+    asked = len(fake_hub.requests)
     target = pull.download(plan_for(fake_hub, tmp_path), endpoint=fake_hub.url)
     assert (target / SHARD).read_bytes() == good
-    assert {n: fake_hub.served.get(n, 0) for n in served} == served
+    assert fake_hub.files_requested(since=asked) == {"config.json", SHARD}  # the plan reads config.json
 
 
 def test_a_corrupt_safetensors_header_is_caught_without_a_hash(fake_hub, tiny_repo_files, tmp_path):
