@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from . import constrain, prompt
@@ -40,7 +40,7 @@ from .events import (
     Validated,
 )
 from .parser import CLOSE, ParsedReply, parse
-from .sandbox import ToolError, cap
+from .sandbox import Call, ToolError, cap
 from .tools import RISKY, Registry, ToolContext
 
 log = logging.getLogger("squish.agent")
@@ -129,18 +129,22 @@ class Agent:
         self.own_session = session is None
         self._cancel = threading.Event()
         self._stream = None
-        self._stream_lock = threading.Lock()
+        self._call: Call | None = None  # the tool call running now
+        self._stream_lock = threading.Lock()  # guards _stream and _call
         self.constraint_problem = constrain.check(self.tools) if self.config.constrained else ""
 
     # Control from other threads.
 
     def cancel(self) -> None:
-        """Abort the run: the current generation stops within a token, shell commands are killed."""
+        """Abort the run: the current generation stops within a token; the running tool call is
+        stopped (its shell processes killed, a file change not yet made never made)."""
         self._cancel.set()
         with self._stream_lock:
             if self._stream is not None:
                 self._stream.cancel()
-        self.context.workspace.kill_all()
+            call = self._call
+        if call is not None:
+            call.close()
 
     # The run.
 
@@ -423,12 +427,23 @@ class Agent:
         return decision in (ALLOW_ONCE, ALLOW_SESSION)
 
     def _run_tool(self, tool, arguments: dict) -> tuple[bool, str]:
-        """Run a handler on its own thread under the tool timeout; failures become messages."""
+        """Run a handler on its own thread under the tool timeout; failures become messages.
+
+        The call gets its own `sandbox.Call`: at the timeout (or a cancel) it is stopped, so a
+        handler that is still running can change nothing any more; if its change landed first,
+        the model is told what it did rather than that it failed.
+        """
         outcome: list = []
+        call = Call()
+        context = replace(self.context, call=call)
+        with self._stream_lock:
+            self._call = call
+        if self._cancel.is_set():  # cancel() came before the call was registered
+            call.close()
 
         def target() -> None:
             try:
-                outcome.append((True, tool.handler(arguments, self.context)))
+                outcome.append((True, tool.handler(arguments, context)))
             except ToolError as exc:
                 outcome.append((False, str(exc)))
             except Exception as exc:  # a broken tool must not end the loop; the model is told
@@ -439,7 +454,14 @@ class Agent:
         timeout = self.config.tool_timeout_s
         if tool.name == "run_shell":
             timeout = max(timeout, self.context.shell_timeout_s + 5)  # the shell kills its own process first
-        worker.join(timeout)
-        if not outcome:
-            return False, f"{tool.name} timed out after {timeout:g} s"
-        return outcome[0]
+        try:
+            worker.join(timeout)
+            if not outcome and call.close():
+                worker.join(timeout)  # its change landed just before the timeout: it is returning
+            if not outcome:
+                landed = " (after making its change)" if call.committed else ""
+                return False, f"{tool.name} timed out after {timeout:g} s{landed}"
+            return outcome[0]
+        finally:
+            with self._stream_lock:
+                self._call = None

@@ -17,7 +17,7 @@ from typing import Callable
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .sandbox import ToolError, Workspace, cap
+from .sandbox import Call, ToolError, Workspace, cap
 
 SAFE = "safe"
 RISKY = "risky"
@@ -33,6 +33,9 @@ class ToolContext:
     workspace: Workspace
     shell_timeout_s: float = 30.0
     output_cap: int = 4000  # characters of a result the model gets back
+    # The call being run: the agent loop gives each call its own (sandbox.Call) and stops it on
+    # a timeout or a cancel, so a handler still running can no longer change anything.
+    call: Call = field(default_factory=Call)
 
 
 @dataclass
@@ -202,8 +205,7 @@ def write_file(args: dict, ctx: ToolContext) -> str:
     real = ctx.workspace.resolve(path)
     if real.is_dir():
         raise ToolError(f"{path!r} is a directory")
-    real.parent.mkdir(parents=True, exist_ok=True)
-    real.write_text(content, encoding="utf-8")
+    ctx.workspace.write_text(real, content, ctx.call)
     return f"wrote {len(content.encode('utf-8'))} bytes to {ctx.workspace.relative(real)}"
 
 
@@ -224,7 +226,7 @@ def edited(args: dict, ctx: ToolContext) -> tuple[Path, str]:
 
 def edit_file(args: dict, ctx: ToolContext) -> str:
     real, text = edited(args, ctx)
-    real.write_text(text, encoding="utf-8")
+    ctx.workspace.write_text(real, text, ctx.call)
     return f"edited {ctx.workspace.relative(real)}"
 
 
@@ -237,7 +239,7 @@ def run_shell(args: dict, ctx: ToolContext) -> str:
     command = args["command"]
     if not command.strip():
         raise ToolError("the command is empty")
-    return ctx.workspace.run_shell(command, ctx.shell_timeout_s, ctx.output_cap)
+    return ctx.workspace.run_shell(command, ctx.shell_timeout_s, ctx.output_cap, ctx.call)
 
 
 def shell_preview(args: dict, ctx: ToolContext) -> str:

@@ -92,6 +92,7 @@ class Run:
 
         self.engine = ScriptedEngine(*replies)
         self.events = []
+        self.arrived = threading.Condition()  # notified on every event, for wait_for
         self.context = ToolContext(Workspace(workspace), shell_timeout_s=config.pop("shell_timeout_s", 5.0))
         self.agent = Agent(
             self.engine,
@@ -100,8 +101,19 @@ class Run:
             Approvals(ask=ask, allow_all=allow_all),
             AgentConfig(**{"seed": 1234, **config}),
             template_tools=template_tools,
-            on_event=self.events.append,
+            on_event=self.record,
         )
+
+    def record(self, event) -> None:
+        with self.arrived:
+            self.events.append(event)
+            self.arrived.notify_all()
+
+    def wait_for(self, kind, timeout: float = 20.0):
+        """Block until the run has emitted an event of `kind` (from another thread); returns it."""
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: self.of(kind), timeout), f"no {kind.__name__} event"
+            return self.of(kind)[0]
 
     def __call__(self, task="do the task"):
         self.result = self.agent.run(task)

@@ -13,6 +13,7 @@ from squish.agent.events import (
     ApprovalNeeded,
     CallProposed,
     ModelReplied,
+    ModelText,
     Notice,
     Retrying,
     StepStarted,
@@ -131,15 +132,18 @@ def test_repeated_read_only_call_asks_for_the_answer(scripted, tool_call):
 
 
 def test_tool_timeout_goes_back_to_the_model(scripted, tool_call, no_call):
+    release = threading.Event()
+
     def slow(arguments, context):
-        time.sleep(3)
+        release.wait(30)  # outlives the timeout: the loop must not wait for it
         return "late"
 
     tools = [Tool("slow", "Wait.", {"type": "object", "properties": {}}, handler=slow)]
     run = scripted(tool_call("slow"), no_call, "It timed out.", tools=tools, tool_timeout_s=0.3)
-    started = time.perf_counter()
-    result = run()
-    assert time.perf_counter() - started < 2.5
+    try:
+        result = run()
+    finally:
+        release.set()
     finished = run.of(ToolFinished)[0]
     assert not finished.ok and finished.output == "slow timed out after 0.3 s"
     assert result.reason == "answer"
@@ -246,24 +250,74 @@ def test_cancel_stops_the_run(scripted, hang):
     run = scripted(hang, "unused")
     worker = threading.Thread(target=run)
     worker.start()
-    time.sleep(0.1)
+    run.wait_for(ModelText)  # the reply is streaming
     run.agent.cancel()
     worker.join(5)
     assert not worker.is_alive() and run.result.reason == "cancelled"
     assert run.engine.replies == ["unused"]
 
 
-def test_cancel_kills_a_running_shell_command(scripted, tool_call):
-    run = scripted(tool_call("run_shell", command="sleep 30"), "unused", allow_all=True, shell_timeout_s=60)
+def test_cancel_kills_a_running_shell_command(scripted, tool_call, workspace):
+    command = "touch started; sleep 30"
+    run = scripted(tool_call("run_shell", command=command), "unused", allow_all=True, shell_timeout_s=60)
     worker = threading.Thread(target=run)
-    started = time.perf_counter()
     worker.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while not (workspace / "started").exists():  # the command runs
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.01)
     run.agent.cancel()
-    worker.join(10)
-    assert time.perf_counter() - started < 8
-    assert run.result.reason == "cancelled"
+    worker.join(20)
+    assert not worker.is_alive() and run.result.reason == "cancelled"
     assert run.of(ToolFinished)[0].output.startswith("exit code -9")
+
+
+def slow_write_tool(release: threading.Event, returned: threading.Event, started: threading.Event | None = None):
+    """The built-in write_file, held back until `release`: a handler still running after its call ended."""
+    from squish.agent import tools as builtin
+
+    def handler(arguments, context):
+        try:
+            if started is not None:
+                started.set()
+            release.wait(30)
+            return builtin.write_file(arguments, context)
+        finally:
+            returned.set()
+
+    schema = builtin.builtin_tools()[3].parameters  # write_file's
+    return Tool("slow_write", "Write a file, slowly.", schema, "risky", handler)
+
+
+def test_a_write_that_timed_out_never_lands(scripted, tool_call, no_call, workspace):
+    release, returned = threading.Event(), threading.Event()
+    call = tool_call("slow_write", path="notes.txt", content="late\n")
+    tools = [slow_write_tool(release, returned)]
+    run = scripted(call, no_call, "It failed.", tools=tools, tool_timeout_s=0.2, allow_all=True)
+    run()
+    finished = run.of(ToolFinished)[0]
+    assert not finished.ok and finished.output == "slow_write timed out after 0.2 s"
+    release.set()  # the handler goes on after the model was told the call failed
+    assert returned.wait(10)
+    assert (workspace / "notes.txt").read_text() == "buy milk\n"
+    assert sorted(p.name for p in workspace.iterdir()) == ["README.md", "notes.txt", "src"]
+
+
+def test_a_write_cancelled_mid_call_never_lands(scripted, tool_call, workspace):
+    release, returned, started = threading.Event(), threading.Event(), threading.Event()
+    call = tool_call("slow_write", path="notes.txt", content="late\n")
+    tools = [slow_write_tool(release, returned, started)]
+    run = scripted(call, "unused", tools=tools, tool_timeout_s=30, allow_all=True)
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert started.wait(20)
+    run.agent.cancel()
+    release.set()
+    worker.join(20)
+    assert returned.wait(10) and not worker.is_alive()
+    assert run.result.reason == "cancelled"
+    assert "stopped (timed out or cancelled) before its change was made" in run.of(ToolFinished)[0].output
+    assert (workspace / "notes.txt").read_text() == "buy milk\n"
 
 
 def test_system_prompt_is_squish_alone(scripted, no_call):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from squish.agent.sandbox import ToolError, Workspace
+from squish.agent.sandbox import Call, ToolError, Workspace
 from squish.agent.tools import Registry, Tool, ToolContext, builtin_tools, load_tools_file, preview
 
 
@@ -68,10 +68,9 @@ def test_symlink_inside_is_allowed(ctx, workspace, tools):
 
 
 def test_shell_timeout_is_enforced(ctx):
-    started = time.perf_counter()
-    with pytest.raises(ToolError, match="timed out after 0.5 s"):
-        ctx.workspace.run_shell("echo started; sleep 10", 0.5, 1000)
-    assert time.perf_counter() - started < 3
+    with pytest.raises(ToolError, match="timed out after 0.5 s") as caught:
+        ctx.workspace.run_shell("echo started; sleep 10", 0.5, 1000, Call())
+    assert "started" in str(caught.value)  # the output so far comes back with the error
 
 
 def test_shell_runs_in_the_workspace_without_stdin(ctx, tools, workspace):
@@ -88,16 +87,47 @@ def test_shell_output_is_capped(ctx, tools):
     assert "more characters cut" in out and len(out) < 200
 
 
-def test_kill_all_stops_running_commands(ctx):
+def wait_for(path, what: str, timeout: float = 20.0) -> None:
+    """Block until `path` exists (a command started), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_stopping_a_call_kills_its_command_and_the_command_s_children(ctx, workspace):
     import threading
 
-    errors = []
-    worker = threading.Thread(target=lambda: errors.append(ctx.workspace.run_shell("sleep 20", 30, 100)))
+    call, results = Call(), []
+    command = "sh -c 'sleep 30' & touch started; wait"  # a child of the shell, in its process group
+    worker = threading.Thread(target=lambda: results.append(ctx.workspace.run_shell(command, 60, 100, call)))
     worker.start()
-    time.sleep(0.3)
-    ctx.workspace.kill_all()
-    worker.join(5)
-    assert not worker.is_alive() and errors[0].startswith("exit code -9")
+    wait_for(workspace / "started", "the command to start")
+    assert call.close() is False  # nothing was committed
+    worker.join(10)
+    assert not worker.is_alive() and results[0].startswith("exit code -9")
+
+
+def test_a_stopped_call_starts_no_command_and_makes_no_change(ctx, workspace):
+    call = Call()
+    call.close()
+    with pytest.raises(ToolError, match="before the command started"):
+        ctx.workspace.run_shell("touch ran", 5, 100, call)
+    with pytest.raises(ToolError, match="before its change was made"):
+        ctx.workspace.write_text(workspace / "notes.txt", "changed\n", call)
+    assert not (workspace / "ran").exists()
+    assert (workspace / "notes.txt").read_text() == "buy milk\n"
+    assert sorted(p.name for p in workspace.iterdir()) == ["README.md", "notes.txt", "src"]  # no temp file left
+
+
+def test_a_write_replaces_the_file_whole_and_keeps_its_mode(ctx, workspace):
+    path = workspace / "notes.txt"
+    path.chmod(0o640)
+    call = Call()
+    ctx.workspace.write_text(path, "bread\n", call)
+    assert path.read_text() == "bread\n" and (path.stat().st_mode & 0o777) == 0o640 and call.committed
+    ctx.workspace.write_text(workspace / "new" / "deep" / "a.txt", "x", call)  # folders are made at the rename
+    assert (workspace / "new" / "deep" / "a.txt").read_text() == "x"
 
 
 def test_list_read_search(ctx, tools):
