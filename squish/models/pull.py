@@ -366,16 +366,15 @@ def download(
         return plan.target
     check_disk(plan)
     endpoint = endpoint_url(endpoint)
-    with pull_lock(plan.staging, plan.name):
+    with hub_errors(plan.name, endpoint), pull_lock(plan.staging, plan.name):  # an OSError anywhere is one line
         if read_state(plan.staging).get("revision") != plan.revision:
             shutil.rmtree(plan.staging, ignore_errors=True)  # another commit's files: start over
         plan.staging.mkdir(parents=True, exist_ok=True)
         state = {"name": plan.name, "repo": plan.repo, "revision": plan.revision, "total_bytes": plan.total_bytes}
         (plan.staging / store.PULL_STATE).write_text(json.dumps(state))
         tracker = Tracker(plan.total_bytes, present_bytes(plan.staging, plan.revision, plan.files), progress)
-        with hub_errors(plan.name, endpoint):
-            for remote in plan.files:
-                fetch_file(plan, remote, tracker, cancel, endpoint)
+        for remote in plan.files:
+            fetch_file(plan, remote, tracker, cancel, endpoint)
         if progress is not None:
             progress(tracker.progress("verify", ""))
         verify(plan)

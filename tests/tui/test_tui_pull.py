@@ -168,3 +168,16 @@ async def test_first_run_on_a_machine_where_nothing_fits(tmp_path):
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
     assert app.result is None and settings.first_run_choice(tmp_path)["choice"] == "embedded"
+
+
+async def test_a_file_system_error_is_shown_and_the_app_keeps_running(fake_hub, tmp_path):
+    """An OSError from the pull's own disk work (here: the squish home is a file) is a one-line error."""
+    home = tmp_path / "home"
+    home.write_text("a file where the squish home should be")
+    app = Host(lambda: PullScreen(TINY_REPO, home=home, endpoint=fake_hub.url))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "Not a directory" in text(app, "#pull-error"))
+        assert "\n" not in text(app, "#pull-error")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.result is not NO_RESULT)
+    assert app.result is None and app.return_code in (None, 0)

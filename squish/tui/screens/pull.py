@@ -7,6 +7,7 @@ so it runs in a thread worker; MLX is never touched here. A cancelled pull keeps
 pulling the same model again resumes.
 """
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from textual.widgets import Button, Label, ProgressBar
 from ...errors import SquishError
 from ...models import hardware, settings
 from ...models import pull as hub
+
+log = logging.getLogger(__name__)
 
 
 class PullScreen(ModalScreen[str | None]):
@@ -117,6 +120,9 @@ class PullScreen(ModalScreen[str | None]):
             self.post_message(self.Finished(None, cancelled=True))
         except SquishError as exc:
             self.post_message(self.Finished(str(exc)))
+        except Exception as exc:  # a worker's exception would end the app: a failed pull must not
+            log.exception("pull of %s failed", self.model)
+            self.post_message(self.Finished(f"download of {self.model} failed: {hub.reason(exc)}"))
         else:
             self.post_message(self.Finished(None))
 
