@@ -18,27 +18,54 @@ def import_embedded(home: Path | None = None) -> Path:
     return ref.path
 
 
-def build_tiny_model(path: Path, home: Path, seed: int = 0, scale: float = 1.0, dtype: str = "float32") -> Path:
-    """A 2-layer llama with random weights and the embedded model's tokenizer: fast and real."""
+TINY_LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 49152,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": True,
+    "rope_theta": 10000.0,
+}
+# A hybrid model (mlx-lm's lfm2): its first layer is a short convolution whose cache is an
+# ArraysCache (no `offset`), the second is attention with a KVCache.
+TINY_HYBRID = {
+    "model_type": "lfm2",
+    "vocab_size": 49152,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 8192,
+    "norm_eps": 1e-5,
+    "conv_bias": False,
+    "conv_L_cache": 3,
+    "block_dim": 64,
+    "block_ff_dim": 128,
+    "block_multiple_of": 32,
+    "block_ffn_dim_multiplier": 1.0,
+    "block_auto_adjust_ff_dim": False,
+    "layer_types": ["conv", "full_attention"],
+    "tie_embedding": True,
+}
+
+
+def build_tiny_model(
+    path: Path, home: Path, seed: int = 0, scale: float = 1.0, dtype: str = "float32", config: dict = TINY_LLAMA
+) -> Path:
+    """A 2-layer model with random weights and the embedded model's tokenizer: fast and real."""
+    import importlib
+
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
 
-    config = {
-        "model_type": "llama",
-        "hidden_size": 64,
-        "num_hidden_layers": 2,
-        "intermediate_size": 128,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "rms_norm_eps": 1e-5,
-        "vocab_size": 49152,
-        "max_position_embeddings": 8192,
-        "tie_word_embeddings": True,
-        "rope_theta": 10000.0,
-    }
+    arch = importlib.import_module(f"mlx_lm.models.{config['model_type']}")
     mx.random.seed(seed)
-    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model = arch.Model(arch.ModelArgs.from_dict(config))
     weights = {k: (v * scale).astype(getattr(mx, dtype)) for k, v in tree_flatten(model.parameters())}
     path.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(path / "model.safetensors"), weights)

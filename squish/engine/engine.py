@@ -78,6 +78,15 @@ class Session:
     tokens: list[int]  # exactly the tokens whose keys and values are in `cache`
 
 
+def accounts_for(cache: list, tokens: int) -> bool:
+    """Whether every layer cache that counts its tokens (a KVCache `offset`) holds `tokens`.
+
+    Recurrent layers (mlx-lm's ArraysCache, in hybrid models such as lfm2 or qwen3_next) keep a
+    state, not a token count: they are accounted for by the token list the engine keeps.
+    """
+    return all(c.offset == tokens for c in cache if hasattr(c, "offset"))
+
+
 class Stop(Exception):
     def __init__(self, reason: str):
         self.reason = reason
@@ -352,7 +361,7 @@ class Engine:
             self._sessions.pop(request.session, None)
             raise
         mx.eval([c.state for c in cache])
-        if finish == "nan" or len(session.tokens) != cache[0].offset:
+        if finish == "nan" or not accounts_for(cache, len(session.tokens)):
             self._sessions.pop(request.session, None)  # never reuse a cache we cannot account for
         prefill_s = max(t_first - t_start, 1e-9)
         decode_s = t_last - t_first

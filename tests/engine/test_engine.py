@@ -219,3 +219,24 @@ def test_prompt_text_never_logged_at_info_or_above(tiny_engine, caplog):
         tiny_engine.generate(ChatRequest(user(""), max_tokens=3)).collect()
     assert all(secret not in r.getMessage() for r in caplog.records if r.levelno >= 20)
     assert any(r.name == "squish.engine" for r in caplog.records)
+
+
+@pytest.fixture(scope="module")
+def hybrid_engine(tmp_path_factory, home):
+    from helpers import TINY_HYBRID, build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path_factory.mktemp("hybrid") / "tiny-lfm2", home, config=TINY_HYBRID)
+    eng = Engine()
+    assert store.load(eng, str(model_dir)).collect().error is None
+    yield eng
+    eng.shutdown()
+
+
+def test_a_model_whose_first_cache_is_an_arrays_cache_streams_stats_and_reuses_its_session(hybrid_engine):
+    """lfm2's first layer is a convolution with an ArraysCache, which has no `offset`."""
+    first = hybrid_engine.generate(ChatRequest(user("hi"), session="hybrid", max_tokens=1, seed=0)).collect()
+    assert first.error is None and first.stats is not None and first.stats.generation_tokens == 1
+    history = [*user("hi"), {"role": "assistant", "content": "Paris"}, *user("and?")]
+    second = hybrid_engine.generate(ChatRequest(history, session="hybrid", max_tokens=2, seed=0)).collect()
+    assert second.error is None and second.stats is not None
+    assert second.stats.cached_tokens == first.stats.prompt_tokens  # the conversation so far came from the cache
