@@ -92,33 +92,68 @@ class Stop(Exception):
         self.reason = reason
 
 
+class EngineThread:
+    """The process's one engine thread: every Engine's requests run on it, in arrival order.
+
+    It starts with the first request and never ends. On mlx 0.32.4 a thread that imported
+    mlx-lm and then ends makes the process abort at exit when the thread's MLX destructors
+    run after the interpreter began finalizing ("terminate called without an active
+    exception", reproduced in tests/engine/test_engine_thread.py). A daemon thread blocked on
+    its queue at exit never runs them. One thread also means one MLX stream for the process.
+    """
+
+    _lock = threading.Lock()
+    _queue: queue.Queue = queue.Queue()
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def put(cls, item) -> None:
+        with cls._lock:
+            if cls._thread is None:
+                cls._thread = threading.Thread(target=cls._serve, name="squish-engine", daemon=True)
+                cls._thread.start()
+        cls._queue.put(item)
+
+    @classmethod
+    def alive(cls) -> bool:
+        """False only if the thread died (a bug outside every handler): streams then end."""
+        thread = cls._thread
+        return thread is None or thread.is_alive()
+
+    @classmethod
+    def _serve(cls) -> None:
+        import mlx.core as mx
+
+        stream = mx.new_stream(mx.default_device())
+        while True:
+            engine, kind, payload, events = cls._queue.get()
+            with mx.stream(stream):
+                engine._handle(kind, payload, events)
+
+
 class Engine:
     def __init__(self) -> None:
-        self._requests: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="squish-engine", daemon=True)
-        self._started = threading.Lock()
-        self._stopped = threading.Event()
-        # Engine-thread state: touched only inside _run and the handlers it calls.
+        self._lock = threading.Lock()  # guards _closed and _open
+        self._closed = False  # shutdown() was called: new requests are refused
+        self._used = False  # a request was submitted (so there may be a model to free)
+        self._open: set[EventStream] = set()  # submitted, not Done yet
+        self._stopped = threading.Event()  # the model is freed after shutdown()
+        # Engine-thread state: touched only by the handlers, on the engine thread.
         self._model = None
         self._tokenizer = None
         self._info = None
         self._sessions: OrderedDict[str, Session] = OrderedDict()
-        self._stream = None
 
     # Caller side: any thread.
 
-    def start(self) -> "Engine":
-        with self._started:
-            if not self._thread.is_alive() and self._thread.ident is None:
-                self._thread.start()
-        return self
-
     def _submit(self, kind: str, payload=None) -> EventStream:
-        if self._stopped.is_set():
-            raise EngineFailure("the engine is shut down")
-        self.start()
-        stream = EventStream()
-        self._requests.put((kind, payload, stream))
+        stream = EventStream(alive=EngineThread.alive)
+        with self._lock:  # a request is refused or queued before shutdown's own item: never lost
+            if self._closed:
+                raise EngineFailure("the engine is shut down")
+            self._open.add(stream)
+            self._used = True
+            EngineThread.put((self, kind, payload, stream))
         return stream
 
     def load(self, ref: ModelRef) -> EventStream:
@@ -139,45 +174,59 @@ class Engine:
     def drop_session(self, session: str) -> EventStream:
         return self._submit("drop_session", session)
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Finish queued requests, free the model, and refuse new requests."""
-        if self._thread.is_alive() and not self._stopped.is_set():
-            self._requests.put(None)
-            self._stopped.wait(timeout)
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Refuse new requests, finish the queued ones, free the model; True once it is freed.
+
+        After `timeout` seconds the requests still open are cancelled (each stops within a
+        token or a prefill chunk), and shutdown waits up to `timeout` more for them.
+        """
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._used:
+                    EngineThread.put((self, "close", None, EventStream()))
+                else:
+                    self._stopped.set()  # never used: nothing to free
+        if self._stopped.wait(timeout):
+            return True
+        with self._lock:
+            open_streams = list(self._open)
+        for stream in open_streams:
+            stream.cancel()
+        return self._stopped.wait(timeout)
 
     # Engine thread.
 
-    def _run(self) -> None:
-        import mlx.core as mx
-
-        self._stream = mx.new_stream(mx.default_device())
+    def _handle(self, kind: str, payload, stream: EventStream) -> None:
+        """Run one request to its Done; every failure becomes an Error event, never an exception."""
         handlers = {
             "load": self._load,
             "unload": self._unload,
             "generate": self._generate,
             "memory": self._memory,
             "drop_session": self._drop_session,
+            "close": self._close,
         }
-        while (item := self._requests.get()) is not None:
-            kind, payload, stream = item
-            finish = "ok"
-            try:
-                with mx.stream(self._stream):
-                    finish = handlers[kind](payload, stream) or "ok"
-            except SquishError as exc:
-                finish = "error"
-                stream.put(Error(str(exc), exc.exit_code))
-            except Exception as exc:  # the engine thread must survive every failed request
-                log.exception("engine request %s failed", kind)
-                finish = "error"
-                stream.put(Error(f"{type(exc).__name__}: {exc}", 2))
-            stream.put(Done(finish))
-        self._unload(None, None)
+        finish = "ok"
+        try:
+            if stream.cancelled:
+                finish = "cancelled"  # cancelled while it waited in the queue: nothing to do
+            else:
+                finish = handlers[kind](payload, stream) or "ok"
+        except SquishError as exc:
+            finish = "error"
+            stream.put(Error(str(exc), exc.exit_code))
+        except Exception as exc:  # the engine thread must survive every failed request
+            log.exception("engine request %s failed", kind)
+            finish = "error"
+            stream.put(Error(f"{type(exc).__name__}: {exc}", 2))
+        with self._lock:
+            self._open.discard(stream)
+        stream.put(Done(finish))
+
+    def _close(self, _payload, stream: EventStream) -> None:
+        self._unload(None, stream)
         self._stopped.set()
-        # Park instead of returning: on mlx 0.32.4 a thread that imported mlx-lm and then ends
-        # makes the process abort at exit ("terminate called without an active exception").
-        # A parked daemon thread is dropped at exit without running those destructors.
-        threading.Event().wait()
 
     def _load(self, ref: ModelRef, stream: EventStream) -> None:
         from . import gguf, loader

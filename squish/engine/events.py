@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,20 @@ class Done:
     finish_reason: str
 
 
-class EventStream:
-    """One request's events, in order. Thread-safe: one producer, one consumer."""
+POLL_S = 0.25  # how long a reader waits at a time before it checks whether to go on
 
-    def __init__(self) -> None:
+
+class EventStream:
+    """One request's events, in order. Thread-safe: one producer, one consumer.
+
+    `alive` says whether the producer (the engine thread) is still there; a reader whose
+    producer is gone gets an Error and Done instead of waiting forever.
+    """
+
+    def __init__(self, alive: Callable[[], bool] = lambda: True) -> None:
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel = threading.Event()
+        self._alive = alive
         self.submitted_at = time.perf_counter()
 
     def put(self, event) -> None:
@@ -147,12 +155,44 @@ class EventStream:
         """The next event; raises queue.Empty after `timeout` seconds."""
         return self._events.get(timeout=timeout)
 
-    def __iter__(self) -> Iterator:
+    def events(
+        self, stop: Callable[[], bool] | None = None, wait_s: Callable[[], float] | None = None, idle: bool = False
+    ) -> Iterator:
+        """The events until Done: the one reading loop that every reader of a stream uses.
+
+        It waits `wait_s()` seconds at a time (POLL_S by default). When `stop()` turns true (the
+        reader is going away: the app closes, a newer request replaced this one) the request
+        is cancelled and reading ends at once, without Done. When the engine thread is gone,
+        the stream ends with an Error and Done. With `idle`, a wait that brought nothing yields
+        None, so the reader can do timed work between events (the chat app's frame pacing).
+        """
         while True:
-            event = self._events.get()
+            try:
+                event = self._events.get(timeout=wait_s() if wait_s is not None else POLL_S)
+            except queue.Empty:
+                event = None
+            if stop is not None and stop():
+                self.cancel()
+                return
+            if event is None and not self._alive():
+                event = self._orphaned()
+            if event is None:
+                if idle:
+                    yield None
+                continue
             yield event
             if isinstance(event, Done):
                 return
+
+    def _orphaned(self):
+        try:
+            return self._events.get_nowait()  # put before the producer went away
+        except queue.Empty:
+            self._events.put(Done("error"))
+            return Error("the engine thread stopped before this request was answered", 2)
+
+    def __iter__(self) -> Iterator:
+        return self.events()
 
     def collect(self) -> "Result":
         result = Result()

@@ -8,17 +8,15 @@ same however long the answer is (see widgets/message.py).
 """
 
 import math
-import queue
 import time
 from typing import Callable
 
-from ..engine.events import Done, Error, EventStream, Live, Progress, Stats, Token
+from ..engine.events import POLL_S, Done, Error, EventStream, Live, Progress, Stats, Token
 from .messages import LiveReading, PrefillProgress, TokensArrived, TurnFinished
 
 FRAME_S = 1 / 30
 MAX_FRAME_S = 0.25
 UI_BUDGET = 0.04  # share of the UI thread's wall time that drawing an answer may take
-POLL_S = 0.25  # how often a quiet stream checks whether the worker was cancelled
 
 
 class Pacing:
@@ -78,16 +76,11 @@ def pump(
         last_flush = clock()
 
     pacing = pacing or Pacing()
-    while True:
-        frame_s = pacing.frame_s
-        timeout = max(0.0, last_flush + frame_s - clock()) if pending else POLL_S
-        try:
-            event = stream.get(timeout)
-        except queue.Empty:
-            event = None
-        if cancelled():
-            stream.cancel()
-            return "cancelled"
+
+    def wait_s() -> float:
+        return max(0.0, last_flush + pacing.frame_s - clock()) if pending else POLL_S
+
+    for event in stream.events(stop=cancelled, wait_s=wait_s, idle=True):
         if isinstance(event, Token):
             pending.append(event.text)
         elif isinstance(event, Live):
@@ -102,5 +95,6 @@ def pump(
             flush()
             post(TurnFinished(event.finish_reason, stats, error))
             return event.finish_reason
-        if pending and clock() - last_flush >= frame_s:
+        if pending and clock() - last_flush >= pacing.frame_s:
             flush()
+    return "cancelled"  # the reader went away: the stream is cancelled and nobody reads the rest

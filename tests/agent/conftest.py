@@ -168,6 +168,4 @@ def model_engine(request):
     loaded = store.load(engine, None).collect()
     assert loaded.error is None, loaded.error
     yield engine
-    # Unload, not shutdown: with mlx 0.31+, a process that exits after the engine thread ended
-    # can abort ("terminate called without an active exception").
-    engine.unload().collect()
+    engine.shutdown()

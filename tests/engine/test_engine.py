@@ -1,6 +1,7 @@
 """Integration tests of the engine thread: the real embedded model and tiny random-weight models."""
 
 import threading
+import time
 
 import pytest
 
@@ -62,11 +63,22 @@ def test_invalid_request_gets_an_error_event_then_the_next_one_works(engine):
     assert engine.generate(ChatRequest(user("Hi"), temperature=0, max_tokens=2)).collect().error is None
 
 
-def test_timeout_stops_a_request_and_reports_it(engine):
-    result = engine.generate(ChatRequest(user("Count to fifty."), max_tokens=200, timeout_s=0.5)).collect()
+def past(seconds: float):
+    """A logits processor that makes each step take longer than `seconds`: a deadline passes."""
+
+    def slow(tokens, logits):
+        time.sleep(seconds)
+        return logits
+
+    return slow
+
+
+def test_timeout_stops_a_request_and_reports_it(tiny_engine):
+    request = ChatRequest(user("go"), max_tokens=200, timeout_s=0.05, logits_processors=[past(0.1)])
+    result = tiny_engine.generate(request).collect()
     assert result.finish_reason == "timeout"
-    assert result.stats.finish_reason == "timeout"
-    assert "timed out" in result.error.message
+    assert result.stats.finish_reason == "timeout" and result.stats.generation_tokens <= 1
+    assert "timed out after 0.05 s" in result.error.message
 
 
 # Tiny random-weight models: the mechanics, fast.
@@ -90,10 +102,56 @@ def test_cancel_takes_effect_within_one_token(tiny_engine):
 
 def test_cancel_from_another_thread(tiny_engine):
     stream = tiny_engine.generate(ChatRequest(user("go"), temperature=1.0, seed=2, max_tokens=4000))
-    threading.Timer(0.2, stream.cancel).start()
+    first = threading.Event()
+    canceller = threading.Thread(target=lambda: first.wait(30) and stream.cancel())
+    canceller.start()
+    events = []
+    for event in stream:
+        events.append(event)
+        if isinstance(event, Token):
+            first.set()  # the answer is streaming: the other thread cancels it now
+    canceller.join(5)
+    assert events[-1].finish_reason == "cancelled"
+    assert sum(isinstance(e, Token) for e in events) < 4000
+
+
+def test_cancel_during_prefill_stops_before_the_next_chunk(tiny_engine):
+    """The request is cancelled after it started, while it prefills a long prompt (many chunks)."""
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    def factory(tokenizer):  # runs on the engine thread just before the prefill loop
+        started.set()
+        assert cancelled.wait(30)
+        return []
+
+    request = ChatRequest(user("word " * 1500), max_tokens=4, processor_factory=factory)
+    stream = tiny_engine.generate(request)
+    assert started.wait(30)
+    stream.cancel()
+    cancelled.set()
     result = stream.collect()
-    assert result.finish_reason == "cancelled"
-    assert result.stats.generation_tokens < 4000
+    progress = [e for e in result.events if isinstance(e, Progress)]
+    assert result.finish_reason == "cancelled" and result.stats.generation_tokens == 0
+    assert progress[-1].processed < progress[-1].total and progress[-1].total > 1500
+    assert not any(isinstance(e, Token) for e in result.events)
+    again = tiny_engine.generate(ChatRequest(user("go"), max_tokens=2, seed=0)).collect()
+    assert again.error is None and again.stats.generation_tokens >= 1
+
+
+def test_the_least_recently_used_session_is_dropped_first(tiny_engine):
+    from squish.engine.engine import MAX_SESSIONS
+
+    def turn(session: str):
+        request = ChatRequest(user(f"session {session}"), session=f"lru-{session}", max_tokens=1, seed=0)
+        return tiny_engine.generate(request).collect().stats.cached_tokens
+
+    names = [str(i) for i in range(MAX_SESSIONS)]
+    assert [turn(name) for name in names] == [0] * MAX_SESSIONS
+    assert turn(names[0]) > 0  # kept, and now the most recently used
+    assert turn("new") == 0  # one session too many: the least recently used (names[1]) goes
+    assert turn(names[1]) == 0
+    assert turn(names[0]) > 0
 
 
 def test_same_seed_same_text_and_live_events(tiny_engine):

@@ -4,7 +4,6 @@ Everything here runs on the Textual event loop except the methods marked as thre
 workers, which only read engine event streams and post messages (squish/tui/messages.py).
 """
 
-import queue
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from textual.worker import get_current_worker
 from ...agent.approval import DENY
 from ...agent.loop import AgentConfig
 from ...engine.engine import ChatRequest
-from ...engine.events import Done, Error, EventStream, Loaded, Memory, Stats, Status
+from ...engine.events import Error, EventStream, Loaded, Memory, Stats, Status
 from ...engine.memory import process_rss_gb, system_available_gb
 from ...errors import SquishError
 from ...history import INCOMPLETE, Chat, History, HistoryError
@@ -58,17 +57,10 @@ AGENT_PLACEHOLDER = "Agent mode: give a task (tools work in the current folder) 
 
 
 def until_done(stream: EventStream):
-    """A stream's events, in a thread worker; stops early when the worker is cancelled (the
-    app is closing), so quitting never waits for a long model import to finish."""
+    """A stream's events, in a thread worker; stops early (cancelling the request) when the
+    worker is cancelled (the app is closing), so quitting never waits for a long model import."""
     worker = get_current_worker()
-    while not worker.is_cancelled:
-        try:
-            event = stream.get(timeout=0.25)
-        except queue.Empty:
-            continue
-        yield event
-        if isinstance(event, Done):
-            return
+    return stream.events(stop=lambda: worker.is_cancelled)
 
 
 class ChatScreen(Screen):
