@@ -9,6 +9,7 @@ from textual.widgets import Markdown
 from squish.history import History
 from squish.models.store import EMBEDDED_NAME
 from squish.tui.app import SquishApp
+from squish.tui.messages import TokensArrived
 from squish.tui.widgets.message import ChatMessage
 
 SIZE = (110, 34)
@@ -21,32 +22,34 @@ async def ready(pilot, wait_until):
 
 
 async def ask(pilot, wait_until, text: str, timeout: float = 120.0):
+    """Send `text` and wait for its answer to be recorded (a fast answer can end within the key press)."""
     screen = pilot.app.chat_screen
+    before = len(screen.turns)
     await pilot.press(*text)
     await pilot.press("enter")
-    await wait_until(pilot, lambda: screen.busy, timeout=5, what="the turn to start")
-    await wait_until(pilot, lambda: not screen.busy, timeout=timeout, what="the answer")
+    await wait_until(pilot, lambda: len(screen.turns) > before and not screen.busy, timeout=timeout, what="the answer")
 
 
 async def test_answer_streams_with_stats_and_survives_a_restart(engine, tmp_path, wait_until):
     path = tmp_path / "history.db"
     history = History(path)
     app = SquishApp(engine, history, max_tokens=24, temperature=0.0)
-    async with app.run_test(size=SIZE) as pilot:
+    batches: list[TokensArrived] = []  # every batch of tokens the pump posted (the hook sees a message
+    # at each pump it reaches, so keep each one once)
+
+    def hook(message) -> None:
+        if isinstance(message, TokensArrived) and not any(message is seen for seen in batches):
+            batches.append(message)
+
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         screen = await ready(pilot, wait_until)
         assert screen.model_bar.model.startswith(EMBEDDED_NAME)
-        await pilot.press(*"What is the capital of France?")
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: screen.busy, timeout=5, what="the turn to start")
-        seen_lengths = set()
-        while screen.busy:
-            if screen.answer is not None and screen.answer.text:
-                seen_lengths.add(len(screen.answer.text))
-            await pilot.pause(0.02)
+        await ask(pilot, wait_until, "What is the capital of France?")
         stats = screen.last_stats
         assert stats is not None and stats.finish_reason in ("stop", "length")
         assert "Paris" in screen.last_answer
-        assert len(seen_lengths) >= 2, f"the answer arrived in one piece: {seen_lengths}"
+        texts = [batch.text for batch in batches]
+        assert len(texts) >= 2 and "".join(texts) == screen.last_answer, f"not streamed: {texts}"
         panel = screen.stats_panel
         assert panel.ttft_ms > 0 and panel.decode_tps > 0 and panel.tokens == stats.generation_tokens
         answer = list(screen.query(ChatMessage))[-1]
