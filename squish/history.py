@@ -74,9 +74,11 @@ def title_from(text: str) -> str:
 
 
 class History:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, migrations: list[str] = MIGRATIONS) -> None:
+        """`migrations` is the schema's history (tests give a longer one to check the runner)."""
         self.path = Path(path)
         self.clock = clock
+        self.migrations = migrations
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
@@ -92,15 +94,19 @@ class History:
 
     def migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise HistoryError(f"{self.path} has schema version {version}; this squish knows up to {SCHEMA_VERSION}")
-        for target in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                # Statement by statement: executescript() would commit mid-migration.
-                for statement in MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {target + 1}")
+        known = len(self.migrations)
+        if version > known:
+            raise HistoryError(f"{self.path} has schema version {version}; this squish knows up to {known}")
+        for target in range(version, known):
+            # One script per migration, its own transaction inside it: SQLite's parser splits the
+            # statements (triggers, strings holding ';'), and a failure rolls the whole step back.
+            script = f"BEGIN IMMEDIATE;\n{self.migrations[target]}\n;PRAGMA user_version = {target + 1};\nCOMMIT;"
+            try:
+                self.db.executescript(script)
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
     def transaction(self):
         return _Transaction(self.db)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from squish.history import INCOMPLETE, SCHEMA_VERSION, History, HistoryError
+from squish.history import INCOMPLETE, MIGRATIONS, SCHEMA_VERSION, History, HistoryError
 
 
 def test_new_database_is_wal_and_at_the_current_version(tmp_path):
@@ -31,6 +31,43 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path):
         History(path)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    db.close()
+
+
+NOTES = """
+CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL DEFAULT 'a; b');
+CREATE TRIGGER note_per_message AFTER INSERT ON messages BEGIN
+    INSERT INTO notes (body) VALUES ('for ' || new.id || '; noted');
+END;
+INSERT INTO notes (body) SELECT content FROM messages;
+"""
+
+
+def test_a_migration_with_a_trigger_and_semicolons_in_strings_runs_over_existing_data(tmp_path):
+    path = tmp_path / "h.db"
+    old = History(path)
+    chat = old.create_chat("smollm2:135m", "be brief; please")
+    old.add_message(chat.id, "user", "keep me; I was here first")
+    old.close()
+    history = History(path, migrations=[*MIGRATIONS, NOTES])
+    assert history.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
+    assert [m.content for m in history.messages(chat.id)] == ["keep me; I was here first"]
+    assert history.chat(chat.id).system_prompt == "be brief; please"
+    answer = history.add_message(chat.id, "assistant", "ok")  # the trigger the migration made fires
+    notes = [row[0] for row in history.db.execute("SELECT body FROM notes ORDER BY id")]
+    assert notes == ["keep me; I was here first", f"for {answer}; noted"]
+    history.close()
+
+
+def test_a_failing_migration_changes_nothing(tmp_path):
+    path = tmp_path / "h.db"
+    History(path).close()
+    broken = "CREATE TABLE half (x);\nINSERT INTO no_such_table VALUES (1);"
+    with pytest.raises(HistoryError, match="no_such_table"):
+        History(path, migrations=[*MIGRATIONS, broken])
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
     db.close()
 
 
