@@ -6,9 +6,26 @@ Exit codes: 0 ok, 1 user or input error, 2 runtime or system error.
 """
 
 import logging
+import os
 import sys
+import warnings
 
 from .parser import UsageError, fail, main_parser
+
+# The libraries under squish, whose warnings are theirs to explain: squish says what went wrong once.
+LIBRARIES = ("transformers", "huggingface_hub", "mlx_lm", "tokenizers", "httpx", "httpx2")
+
+
+def quiet_libraries() -> None:
+    """Keep library warnings (Python warnings and the libraries' loggers) off the user's streams.
+
+    transformers sets its own logger's level when it is first imported (later, on the engine
+    thread), from TRANSFORMERS_VERBOSITY: so that variable, unless the user set it.
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore")
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def bench_command(argv: list[str]) -> int:
@@ -40,9 +57,12 @@ COMMANDS = {"bench": bench_command, "models": models_command, "pull": pull_comma
 
 def run(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:
+        quiet_libraries()
         return COMMANDS[argv[0]](argv[1:])
     args = main_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    if not args.verbose:
+        quiet_libraries()
     if args.model is None:
         from .models import configured_default
 

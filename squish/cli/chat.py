@@ -84,7 +84,7 @@ def one_shot(args) -> int:
                     }
                 )
             )
-    else:
+    elif text:  # end the answer's line; an answer that never started leaves stdout empty
         sys.stdout.write("\n")
         sys.stdout.flush()
     if error is not None:

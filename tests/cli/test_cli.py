@@ -136,3 +136,12 @@ def test_bench_refuses_bad_plans(home, args, message):
     proc = squish(home, "bench", *args)
     assert proc.returncode == 1
     assert message in one_error_line(proc)
+
+
+def test_a_prompt_longer_than_the_window_is_one_line_and_library_warnings_need_v(home, tiny_model):
+    prompt = "word " * 9000
+    proc = squish(home, "-p", prompt, "--model", str(tiny_model), "--max-tokens", "4")
+    assert proc.returncode == 1
+    assert "the context window is 8192" in one_error_line(proc)  # the tokenizer's own warning is not shown
+    verbose = squish(home, "-v", "-p", prompt, "--model", str(tiny_model), "--max-tokens", "4")
+    assert verbose.returncode == 1 and b"Token indices sequence length is longer" in verbose.stderr
