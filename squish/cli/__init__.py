@@ -63,21 +63,22 @@ def run(argv: list[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     if not args.verbose:
         quiet_libraries()
-    if args.model is None:
-        from .models import configured_default
+    from .models import configured_default
 
-        args.model = configured_default()
+    default_model = configured_default()  # None: the embedded model
     if any((args.agent, args.tools, args.no_exec, args.yes, args.workspace, args.max_steps is not None)):
         if args.prompt is None:
             raise UsageError("agent mode needs -p PROMPT (in the chat app, use /agent)")
         from .agent import run_agent
 
+        args.model = args.model or default_model
         return run_agent(args)
     if args.prompt is None:
         from ..tui.app import run_app
 
         return run_app(
-            model=args.model,
+            model=args.model,  # only --model: a continued chat otherwise keeps its own model
+            default_model=default_model,
             continue_last=args.continue_chat,
             system_prompt=args.system,
             max_tokens=args.max_tokens,
@@ -87,6 +88,7 @@ def run(argv: list[str]) -> int:
         raise UsageError("--continue reopens a chat in the chat app; it does not combine with -p")
     from .chat import one_shot
 
+    args.model = args.model or default_model
     return one_shot(args)
 
 

@@ -30,6 +30,7 @@ class SquishApp(App):
         history: History,
         model: str | None = None,
         continue_last: bool = False,
+        default_model: str | None = None,
         system_prompt: str | None = None,
         max_tokens: int = 512,
         temperature: float = 0.2,
@@ -39,7 +40,9 @@ class SquishApp(App):
         offer_first_run: bool = False,
         workspace=None,
     ) -> None:
-        """`home` is the engine's squish home (None: $SQUISH_HOME or the default), `endpoint` the hub
+        """`model` is the model asked for (--model); without it a continued chat loads its own
+        model, and anything else `default_model` (the configured default; None: the embedded one).
+        `home` is the engine's squish home (None: $SQUISH_HOME or the default), `endpoint` the hub
         for pulls (None: HF_ENDPOINT or huggingface.co), `hw` the machine (None: detected).
         `offer_first_run` shows the first-run offer when no model was asked for, no chat is
         continued and the config holds no choice yet; `run_app` sets it."""
@@ -47,12 +50,15 @@ class SquishApp(App):
         self.engine = engine
         self.history = history
         self.home, self.hw = home, hw
-        self.first_run = offer_first_run and model is None and not continue_last and needs_first_run(home)
+        self.first_run = (
+            offer_first_run and model is None and default_model is None and not continue_last and needs_first_run(home)
+        )
         last = history.last_chat() if continue_last else None
         self.chat_screen = ChatScreen(
             engine,
             history,
             model=model,
+            default_model=default_model,
             resume=last.id if last else None,
             system_prompt=system_prompt,
             max_tokens=max_tokens,
@@ -112,6 +118,7 @@ class SquishApp(App):
 
 def run_app(
     model: str | None = None,
+    default_model: str | None = None,
     continue_last: bool = False,
     system_prompt: str | None = None,
     max_tokens: int = 512,
@@ -135,6 +142,7 @@ def run_app(
         engine,
         history,
         model=model,
+        default_model=default_model,
         continue_last=continue_last,
         system_prompt=system_prompt,
         max_tokens=max_tokens,

@@ -215,3 +215,25 @@ async def test_unknown_model_is_a_notification_and_the_app_keeps_running(engine,
         await pilot.press("enter")
         assert any("No model is loaded" in n for n in notifications(app))
         assert screen.prompt.text == "Hello?" and history.chats() == []
+
+
+async def test_continue_loads_the_chat_s_own_model_not_the_configured_default(engine, tiny_model, tmp_path, wait_until):
+    history = History(tmp_path / "history.db")
+    chat = history.create_chat(str(tiny_model))
+    history.add_message(chat.id, "user", "Hi.")
+    history.add_message(chat.id, "assistant", "Hello.", "stop")
+    app = SquishApp(engine, history, continue_last=True, default_model=EMBEDDED_NAME)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, wait_until)
+        assert screen.chat.id == chat.id and screen.model_info.path == str(tiny_model)
+    history.close()
+
+
+async def test_continue_with_no_saved_chat_opens_a_new_one_on_the_default(
+    engine, tiny_model, history, wait_until, notifications
+):
+    app = SquishApp(engine, history, continue_last=True, default_model=str(tiny_model))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, wait_until)
+        assert screen.chat is None and screen.model_info.path == str(tiny_model)
+        assert "no saved chat to continue: this is a new one" in notifications(app)

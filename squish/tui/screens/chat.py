@@ -84,6 +84,7 @@ class ChatScreen(Screen):
         engine,
         history: History,
         model: str | None = None,
+        default_model: str | None = None,
         resume: int | None = None,
         system_prompt: str | None = None,
         max_tokens: int = 512,
@@ -99,7 +100,8 @@ class ChatScreen(Screen):
         self.home = home  # where models are listed and pulled to: the engine's squish home
         self.endpoint = endpoint  # the hub for pulls; None is HF_ENDPOINT or huggingface.co
         self.hw = hw  # the machine for the picker's fit column; None detects it each time
-        self.model_name = model  # what the user asked for; None is the engine's default
+        self.model_name = model  # what the user asked for (--model or /model)
+        self.default_model = default_model  # without one and without a resumed chat's; None: embedded
         self.model_info = None  # set once loaded
         self.model_loading = False
         self.default_system = system_prompt
@@ -137,7 +139,9 @@ class ChatScreen(Screen):
         if self.resume_id is not None:
             self.resume(self.resume_id)
             if self.model_name is None and self.chat is not None:
-                self.model_name = self.chat.model
+                self.model_name = self.chat.model  # --continue keeps the chat's own model
+        if self.model_name is None:
+            self.model_name = self.default_model
         self.prompt.focus()
         # Start the model only once the screen is painted: loading imports mlx-lm on the
         # engine thread, and that import would otherwise hold up the first frame.
