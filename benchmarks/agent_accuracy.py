@@ -20,7 +20,7 @@ import accuracy_tasks as accuracy
 
 from squish.cli.bench import save
 from squish.engine.engine import Engine
-from squish.engine.memory import hardware
+from squish.models.hardware import describe
 from squish.models import store
 
 
@@ -44,7 +44,7 @@ def main() -> int:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": loaded.loaded.name,
         "quantization": loaded.loaded.quantization,
-        "hardware": hardware(),
+        "hardware": describe(),
         "plan": {"tasks": len(accuracy.TASKS), "sampling": "greedy", "retries": 0},
         **sides,
     }

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from squish.cli.bench import save
 from squish.engine.engine import MAX_SESSIONS, ChatRequest, Engine
-from squish.engine.memory import hardware
 from squish.models import store
+from squish.models.hardware import describe
 
 QUESTIONS = [
     "Name a color.",
@@ -123,7 +123,7 @@ def main() -> int:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": loaded.loaded.name,
         "plan": {"turns": args.turns, "warmup": args.warmup, "max_tokens": args.max_tokens, "turns_per_chat": TURNS_PER_CHAT},
-        "hardware": hardware(),
+        "hardware": describe(),
         "rss": summarize(measured, "rss_mb"),
         "mlx_active": summarize(measured, "active_mb"),
         "mlx_cache": summarize(measured, "cache_mb"),

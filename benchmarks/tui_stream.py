@@ -30,7 +30,7 @@ from textual import events
 
 from squish.cli.bench import percentile, save, summarize
 from squish.engine.engine import ChatRequest, Engine
-from squish.engine.memory import hardware
+from squish.models.hardware import describe
 from squish.history import History
 from squish.models import store
 from squish.tui import streaming
@@ -208,7 +208,7 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
         "commit": commit(),
         "prompt": PROMPT,
         "plan": {"warmup": args.warmup, "runs": args.runs, "key_runs": args.key_runs, "max_tokens": args.max_tokens},
-        "hardware": hardware(),
+        "hardware": describe(),
         "pacing": {
             "min_frame_s": streaming.FRAME_S,
             "max_frame_s": streaming.MAX_FRAME_S,

@@ -144,7 +144,7 @@ def run(model: str | None, quick: bool, progress=lambda _: None, **overrides) ->
     started = time.perf_counter()
     squish, curve, model_dir, name = run_squish(model, plan, progress)
     from ..engine.baseline import run_mlx_lm
-    from ..engine.memory import hardware
+    from ..models.hardware import describe
 
     warmups = [(WARMUP, WARMUP_TOKENS)] * plan.warmup
     runs = [(messages_for(PROMPTS[i % len(PROMPTS)]), plan.max_tokens) for i in range(plan.runs)]
@@ -155,7 +155,7 @@ def run(model: str | None, quick: bool, progress=lambda _: None, **overrides) ->
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": name,
         "plan": plan.__dict__,
-        "hardware": hardware(),
+        "hardware": describe(),
         "squish": squish,
         "mlx_lm": baseline,
         "decode_ratio": squish["decode_tps"] / baseline["decode_tps"] if baseline["decode_tps"] else 0.0,

@@ -6,6 +6,8 @@ It calls MLX, so it lives here; the orchestration and the result file are squish
 import gc
 import time
 
+from .memory import GB
+
 
 def run_mlx_lm(model_dir: str, warmups: list, runs: list, progress) -> tuple[list[float], list[float], float]:
     """(TTFT ms per run, decode tok/s per run, peak GB) for (messages, max_tokens) runs after warm-ups."""
@@ -38,7 +40,7 @@ def run_mlx_lm(model_dir: str, warmups: list, runs: list, progress) -> tuple[lis
         t, d = generate(messages, max_tokens)
         ttft.append(t)
         tps.append(d)
-    peak = mx.get_peak_memory() / 1e9
+    peak = mx.get_peak_memory() / GB
     gc.collect()
     mx.clear_cache()
     return ttft, tps, peak

@@ -14,7 +14,7 @@ from mlx.utils import tree_flatten
 from ..errors import ModelError
 from . import native
 from .events import ModelInfo, describe_quantization
-from .memory import backend_name
+from .memory import GB, backend_name
 
 
 def check_finite(model: nn.Module) -> None:
@@ -46,7 +46,7 @@ def load(name: str, model_dir: Path):
         quantization=describe_quantization(config),
         context_length=int(context or 4096),
         num_layers=int(config.get("num_hidden_layers") or text["num_hidden_layers"]),
-        size_gb=size / 1e9,
+        size_gb=size / GB,
         backend=backend_name(),
         kernels=kernels,
     )

@@ -1,7 +1,14 @@
-"""Memory and hardware readings. MLX readings must run on the engine thread."""
+"""Memory readings, and which MLX backend this machine runs. MLX readings run on the engine thread.
+
+`backend_name` needs no MLX (the CLI and the app call it too, through squish.models.hardware):
+it infers the backend the way MLX picks its default device, from the platform and the installed
+MLX wheels.
+"""
 
 import os
 import platform
+import shutil
+from importlib.metadata import distributions
 
 import psutil
 
@@ -17,11 +24,11 @@ def system_available_gb() -> float:
 
 
 def backend_name() -> str:
-    import mlx.core as mx
-
-    if mx.metal.is_available():
+    """Metal (Apple silicon), CUDA (an mlx-cuda wheel and an NVIDIA driver) or CPU."""
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
         return "Metal"
-    if hasattr(mx, "cuda") and mx.cuda.is_available():
+    names = {(dist.metadata["Name"] or "").lower() for dist in distributions()}
+    if any(name.startswith(("mlx-cuda", "mlx_cuda")) for name in names) and shutil.which("nvidia-smi"):
         return "CUDA"
     return "CPU"
 
@@ -31,46 +38,3 @@ def mlx_memory_gb() -> tuple[float, float, float]:
     import mlx.core as mx
 
     return mx.get_active_memory() / GB, mx.get_peak_memory() / GB, mx.get_cache_memory() / GB
-
-
-def chip_name() -> str:
-    if platform.system() == "Darwin":
-        try:
-            import subprocess
-
-            return subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-        except OSError:
-            return platform.processor()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware() -> dict:
-    """Machine metadata recorded with every benchmark result."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def package_version(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {
-        "chip": chip_name(),
-        "cores": os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / GB, 1),
-        "os": f"{platform.system()} {platform.release()}",
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "mlx": package_version("mlx"),
-        "mlx_lm": package_version("mlx-lm"),
-        "backend": backend_name(),
-    }

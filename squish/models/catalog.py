@@ -12,6 +12,8 @@ per group of 64 weights); `squish pull --dry-run` reads the real sizes from the 
 import re
 from dataclasses import dataclass
 
+from ..engine.memory import GB
+
 EMBEDDED_NAME = "smollm2:135m"  # shipped inside squish (squish.models.store imports it)
 DEFAULT_BITS = 4
 BITS = (3, 4, 8)
@@ -22,7 +24,6 @@ DEFAULT_CONTEXT = 4096
 KV_BYTES = 2  # float16 keys and values
 # Activations, the tokenizer, Python and the MLX runtime: measured RSS before a load is < 0.2 GB.
 RUNTIME_OVERHEAD_BYTES = 300_000_000
-GB = 1e9
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,20 @@ Detection never imports MLX (it runs in the CLI and the UI); the backend is infe
 platform and the installed MLX wheels, the way MLX picks it.
 """
 
+import os
 import platform
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
-from importlib.metadata import distributions
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import psutil
 
-from ..engine.memory import chip_name
+from ..engine.memory import GB, backend_name
 from . import catalog
 from .store import models_dir
 
-GB = 1e9
 # Unified memory: macOS lets the GPU wire about two thirds of RAM by default; keep CPU and CUDA
 # hosts to the same share so the rest of the machine keeps working.
 MEMORY_SHARE = 0.67
@@ -55,13 +55,22 @@ class Hardware:
         return {**asdict(self), "memory_budget_gb": self.memory_budget_gb}
 
 
-def detect_backend() -> str:
-    if platform.system() == "Darwin" and platform.machine() == "arm64":
-        return "Metal"
-    names = {(dist.metadata["Name"] or "").lower() for dist in distributions()}
-    if any(name.startswith(("mlx-cuda", "mlx_cuda")) for name in names) and shutil.which("nvidia-smi"):
-        return "CUDA"
-    return "CPU"
+def chip_name() -> str:
+    if platform.system() == "Darwin":
+        try:
+            return subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        except OSError:
+            return platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cuda_memory_gb() -> float | None:
@@ -91,7 +100,7 @@ def free_disk_bytes(path: Path) -> int:
 
 def detect(home: Path | None = None) -> Hardware:
     memory = psutil.virtual_memory()
-    backend = detect_backend()
+    backend = backend_name()
     return Hardware(
         backend=backend,
         chip=chip_name(),
@@ -102,6 +111,28 @@ def detect(home: Path | None = None) -> Hardware:
     )
 
 
+def describe() -> dict:
+    """The machine as every benchmark result records it (chip, cores, RAM, OS, versions, backend)."""
+
+    def package_version(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "chip": chip_name(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / GB, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "mlx": package_version("mlx"),
+        "mlx_lm": package_version("mlx-lm"),
+        "backend": backend_name(),
+    }
+
+
 def disk_margin_bytes(download_bytes: int) -> int:
     return max(DISK_MARGIN_BYTES, int(download_bytes * DISK_MARGIN_SHARE))
 
@@ -110,8 +141,13 @@ def disk_fits(download_bytes: int, free_bytes: int) -> bool:
     return download_bytes + disk_margin_bytes(download_bytes) <= free_bytes
 
 
+FIT_NOTES = {"yes": "fits", "tight": "tight: close other apps first", "no": "too big for this machine"}
+
+
 def fit(ram_bytes: int, hw: Hardware) -> str:
-    """`yes`: fits now; `tight`: fits this machine once memory is freed; `no`: too big for it."""
+    """`yes`: fits now; `tight`: fits this machine once memory is freed; `no`: too big for it.
+
+    FIT_NOTES says each in words, wherever squish shows it."""
     if ram_bytes > hw.model_memory_gb * GB * MEMORY_SHARE:
         return "no"
     if ram_bytes > hw.memory_budget_gb * GB:

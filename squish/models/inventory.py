@@ -5,13 +5,13 @@ embedded model, which is always available; catalog rows carry estimates and whet
 Nothing here touches the network or MLX.
 """
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..engine.events import describe_quantization
-from ..errors import SquishError
+from ..errors import ModelError, SquishError
 from . import catalog, hardware, store
+from .verify import read_config
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,12 @@ class PickerRow:
     detail: str  # one line for the picker
 
 
-def read_config(path: Path) -> dict:
+def config_of(path: Path) -> dict:
+    """The model's config.json for the listing; {} when it is broken (loading it says why)."""
     try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
+        return read_config(path)
+    except ModelError:
         return {}
-    return config if isinstance(config, dict) else {}
 
 
 def local_models(home: Path | None = None) -> list[LocalModel]:
@@ -75,7 +75,7 @@ def local_models(home: Path | None = None) -> list[LocalModel]:
     rows = []
     embedded_dir = store.models_dir(home) / store.EMBEDDED_DIR
     for path, manifest in store.ready_models(home):
-        config = read_config(path)
+        config = config_of(path)
         weights = sum(p.stat().st_size for p in path.glob("*.safetensors"))
         embedded = path == embedded_dir
         rows.append(
@@ -143,9 +143,6 @@ def partial_downloads(home: Path | None = None) -> list[PartialDownload]:
     return rows
 
 
-FIT_NOTES = {"yes": "fits", "tight": "tight: free memory first", "no": "too big for this machine"}
-
-
 def loads_as(name: str, path: Path, home: Path | None) -> str:
     """`name` when resolving it finds `path` again, else the directory itself."""
     try:
@@ -166,7 +163,7 @@ def picker_rows(home: Path | None = None, hw: hardware.Hardware | None = None) -
         target = store.EMBEDDED_NAME if local.embedded else loads_as(local.name, Path(local.path), home)
         detail = (
             f"{kind} · {local.quantization} · {human_size(local.size_bytes)} on disk · "
-            f"~{human_size(local.ram_bytes)} RAM · {FIT_NOTES[fit]}"
+            f"~{human_size(local.ram_bytes)} RAM · {hardware.FIT_NOTES[fit]}"
         )
         rows.append(PickerRow(local.name, target, kind, local.size_bytes, local.ram_bytes, fit, True, detail))
     for row in catalog_rows(hw, home):
@@ -175,7 +172,7 @@ def picker_rows(home: Path | None = None, hw: hardware.Hardware | None = None) -
         detail = (
             f"download ~{human_size(row.download_bytes)} · {row.bits}-bit"
             + (" experimental" if row.experimental else "")
-            + f" · ~{human_size(row.ram_bytes)} RAM · {FIT_NOTES[row.fit]}"
+            + f" · ~{human_size(row.ram_bytes)} RAM · {hardware.FIT_NOTES[row.fit]}"
         )
         rows.append(PickerRow(row.id, row.id, "catalog", row.download_bytes, row.ram_bytes, row.fit, False, detail))
     return rows

@@ -257,17 +257,9 @@ def fetch_plan(name: str, home: Path | None = None, endpoint: str | None = None,
     )
 
 
-def read_state(staging: Path) -> dict:
-    try:
-        state = json.loads((staging / store.PULL_STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
 def present_bytes(staging: Path, revision: str, files: list[RemoteFile]) -> int:
     """Bytes an interrupted pull of the same commit left in the staging directory."""
-    if read_state(staging).get("revision") != revision:
+    if store.read_pull_state(staging).get("revision") != revision:
         return 0
     total = 0
     for f in files:
@@ -367,7 +359,7 @@ def download(
     check_disk(plan)
     endpoint = endpoint_url(endpoint)
     with hub_errors(plan.name, endpoint), pull_lock(plan.staging, plan.name):  # an OSError anywhere is one line
-        if read_state(plan.staging).get("revision") != plan.revision:
+        if store.read_pull_state(plan.staging).get("revision") != plan.revision:
             shutil.rmtree(plan.staging, ignore_errors=True)  # another commit's files: start over
         plan.staging.mkdir(parents=True, exist_ok=True)
         state = {"name": plan.name, "repo": plan.repo, "revision": plan.revision, "total_bytes": plan.total_bytes}

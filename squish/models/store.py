@@ -145,17 +145,19 @@ def ready_models(home: Path | None = None) -> list[tuple[Path, dict]]:
     return found
 
 
+def read_pull_state(staging: Path) -> dict:
+    """What a staging directory is downloading ({} when unknown or unreadable)."""
+    try:
+        state = json.loads((staging / PULL_STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def partial_downloads(home: Path | None = None) -> list[tuple[Path, dict]]:
     """(staging directory, pull state) of every interrupted download."""
     root = models_dir(home)
-    found = []
-    for path in sorted(root.glob(".*.partial")) if root.is_dir() else []:
-        try:
-            state = json.loads((path / PULL_STATE).read_text())
-        except (OSError, ValueError):
-            state = {}
-        found.append((path, state if isinstance(state, dict) else {}))
-    return found
+    return [(path, read_pull_state(path)) for path in sorted(root.glob(".*.partial"))] if root.is_dir() else []
 
 
 def dir_bytes(path: Path) -> int:

@@ -23,6 +23,8 @@ def read_config(model_dir: Path) -> dict:
         raise ModelError(f"{model_dir} is not a model: config.json is missing") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{config_path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_path} is not a JSON object")
     text = config.get("text_config", {})
     for key in REQUIRED_CONFIG:
         value = config.get(key, text.get(key))

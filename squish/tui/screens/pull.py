@@ -132,7 +132,7 @@ class PullScreen(ModalScreen[str | None]):
         self.model = plan.name
         hw = hardware.detect(self.home)
         fit = hardware.fit(plan.ram.total_bytes, hw)
-        note = {"yes": "fits", "tight": "tight: close other apps first", "no": "does not fit this machine"}[fit]
+        note = hardware.FIT_NOTES[fit]
         resumed = f", {hub.human_size(plan.present_bytes)} already here" if plan.present_bytes else ""
         repo = f"  ({plan.repo})" if plan.repo != plan.name else ""
         self.query_one("#pull-title", Label).update(f"Pulling {plan.name}{repo}")
