@@ -14,10 +14,8 @@ Import the fixtures into a test module with `from fake_hub import ...`.
 
 import hashlib
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,11 +25,11 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
+from helpers import SQUISH, squish_env
 
 TINY_REPO = "test-org/tiny-llama"
 HUGE_REPO = "test-org/huge-llama"
 COMMIT = "3b1c0f7e9a2d4c6b8e0f1a3c5e7b9d1f2a4c6e8b"
-SQUISH = [str(Path(sys.executable).with_name("squish"))]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -334,15 +332,6 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-def squish_env(home: Path, endpoint: str | None = None, **extra: str) -> dict:
-    env = {**os.environ, "SQUISH_HOME": str(home), "PYTHONIOENCODING": "utf-8", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    env.pop("HF_HUB_OFFLINE", None)
-    if endpoint is not None:
-        env["HF_ENDPOINT"] = endpoint
-    env.update(extra)
-    return env
 
 
 def squish(home: Path, *args: str, endpoint: str | None = None, timeout: float = 110, **extra: str):

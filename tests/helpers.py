@@ -3,6 +3,8 @@
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from squish.models import store
@@ -76,8 +78,115 @@ def build_tiny_model(
     return path
 
 
-def squish_env(home: Path) -> dict:
-    return {**os.environ, "SQUISH_HOME": str(home), "PYTHONIOENCODING": "utf-8"}
+def squish_env(home: Path, endpoint: str | None = None, **extra: str) -> dict:
+    """The environment for a squish subprocess: its own home, UTF-8, and the hub at `endpoint`."""
+    env = {**os.environ, "SQUISH_HOME": str(home), "PYTHONIOENCODING": "utf-8", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    if endpoint is not None:
+        env["HF_ENDPOINT"] = endpoint
+    env.update(extra)
+    return env
 
 
-SQUISH = [sys.executable, "-m", "squish"]
+SQUISH = [str(Path(sys.executable).with_name("squish"))]  # the installed entry point, squish.cli:main
+
+SCRIPTED_ANSWER = (
+    "Here is a function that adds two numbers:\n\n"
+    "```python\ndef add(a, b):\n    return a + b\n```\n\n"
+    "It **returns** the sum of `a` and `b`."
+)
+HANG = object()  # a script entry: the reply streams until the request is cancelled
+
+
+class ScriptedEngine:
+    """The Engine's caller-side methods, answering from a script through real EventStreams.
+
+    Only for structural tests (layout snapshots, agent-loop branches, app wiring): every
+    behaviour test drives the real Engine. Each `generate` takes the next script entry: the
+    reply text, (text, finish_reason), a function of the ChatRequest returning either, HANG, or
+    an Error; once the script is used up, `answer`. A reply streams as word tokens after two
+    Progress events, with fixed Stats. Every request is recorded.
+    """
+
+    def __init__(self, *replies, answer: str = SCRIPTED_ANSWER, model_path: str | Path = "/scripted") -> None:
+        from squish.engine.events import ModelInfo
+
+        self.replies = list(replies)
+        self.answer = answer
+        self.info = ModelInfo("scripted:1m", str(model_path), "llama", "Q4 g32", 8192, 2, 0.001, "CPU")
+        self.requests = []
+        self.dropped = []
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _stream(*events):
+        from squish.engine.events import EventStream
+
+        stream = EventStream()
+        for event in events:
+            stream.put(event)
+        return stream
+
+    def load(self, ref):
+        from squish.engine.events import Done, Loaded, Status
+
+        return self._stream(Status("loading scripted:1m"), Loaded(self.info), Done("ok"))
+
+    def memory(self):
+        from squish.engine.events import Done, Memory
+
+        return self._stream(Memory(0.125, 0.25, 0.0, 0.5, 12.0), Done("ok"))
+
+    def generate(self, request):
+        from squish.engine.events import Done, Error, EventStream, Progress, Stats, Token
+
+        with self.lock:
+            self.requests.append(request)
+            reply = self.replies.pop(0) if self.replies else self.answer
+        seed = request.seed if request.seed is not None else 7
+        if reply is HANG:
+            stream = EventStream()
+            threading.Thread(target=self._hang, args=(stream, seed), daemon=True).start()
+            return stream
+        if callable(reply):
+            reply = reply(request)
+        if isinstance(reply, Error):
+            return self._stream(reply, Done("error"))
+        text, finish = reply if isinstance(reply, tuple) else (reply, "stop")
+        words = text.split(" ")
+        tokens = [Token(word if i == 0 else " " + word, i) for i, word in enumerate(words)]
+        stats = Stats(120.0, 300.0, 42.0, 30, 0, len(tokens), 0.25, 0.125, 0.5, finish, seed)
+        return self._stream(Progress(0, 30), Progress(30, 30), *tokens, stats, Done(finish))
+
+    @staticmethod
+    def _hang(stream, seed: int) -> None:
+        """A generation that goes on until cancelled, like a long reply."""
+        from squish.engine.events import Done, Stats, Token
+
+        while not stream.cancelled:
+            stream.put(Token("…", 0))
+            time.sleep(0.01)
+        stream.put(Stats(120.0, 300.0, 42.0, 30, 0, 1, 0.25, 0.125, 0.5, "cancelled", seed))
+        stream.put(Done("cancelled"))
+
+    def drop_session(self, key):
+        from squish.engine.events import Done
+
+        self.dropped.append(key)
+        return self._stream(Done("ok"))
+
+    def unload(self):
+        from squish.engine.events import Done
+
+        return self._stream(Done("ok"))
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        return True
+
+
+def call(name: str, **arguments) -> str:
+    """A reply in SmolLM2's format calling one tool."""
+    return f"<tool_call>{json.dumps([{'name': name, 'arguments': arguments}])}</tool_call>"
+
+
+NO_CALL = "<tool_call>[]</tool_call>"

@@ -1,73 +1,9 @@
-"""Shared helpers for the agent tests: a deterministic scripted model and a workspace."""
+"""Fixtures for the agent tests: scripted runs (tests/helpers.py's ScriptedEngine), a workspace."""
 
 import threading
-import time
 
 import pytest
-
-from squish.engine.events import Done, Error, EventStream, Stats, Token
-
-HANG = object()  # a script entry: the reply streams until the request is cancelled
-
-
-class ScriptedEngine:
-    """Stands in for the Engine in structural tests: replies come from a script, in order.
-
-    Each script entry is the reply text, (text, finish_reason), a function of the ChatRequest
-    returning either, HANG, or an Error. Every request is recorded so tests can check prompts and sampling.
-    """
-
-    def __init__(self, *replies):
-        self.replies = list(replies)
-        self.requests = []
-        self.dropped = []
-        self.lock = threading.Lock()
-
-    def generate(self, request) -> EventStream:
-        stream = EventStream()
-        with self.lock:
-            self.requests.append(request)
-            reply = self.replies.pop(0) if self.replies else "(script exhausted)"
-        if reply is HANG:
-            threading.Thread(target=self._hang, args=(stream, request), daemon=True).start()
-            return stream
-        if callable(reply):
-            reply = reply(request)
-        if isinstance(reply, Error):
-            stream.put(reply)
-            stream.put(Done("error"))
-            return stream
-        reply, finish = reply if isinstance(reply, tuple) else (reply, "stop")
-        for start in range(0, len(reply), 7):
-            stream.put(Token(reply[start : start + 7], 0))
-        stream.put(Stats(1.0, 100.0, 50.0, 10, 0, len(reply) // 4, 0.1, 0.1, 0.2, finish, request.seed or 0))
-        stream.put(Done(finish))
-        return stream
-
-    @staticmethod
-    def _hang(stream, request) -> None:
-        """A generation that goes on until cancelled, like a long reply."""
-        while not stream.cancelled:
-            stream.put(Token("…", 0))
-            time.sleep(0.01)
-        stream.put(Stats(1.0, 100.0, 50.0, 10, 0, 1, 0.1, 0.1, 0.2, "cancelled", request.seed or 0))
-        stream.put(Done("cancelled"))
-
-    def drop_session(self, key) -> EventStream:
-        self.dropped.append(key)
-        stream = EventStream()
-        stream.put(Done("ok"))
-        return stream
-
-
-def call(name: str, **arguments) -> str:
-    """A reply in SmolLM2's format calling one tool."""
-    import json
-
-    return f"<tool_call>{json.dumps([{'name': name, 'arguments': arguments}])}</tool_call>"
-
-
-NO_CALL = "<tool_call>[]</tool_call>"
+from helpers import HANG, NO_CALL, ScriptedEngine, call
 
 
 @pytest.fixture

@@ -9,15 +9,14 @@ import time
 import pytest
 from fake_hub import (  # noqa: F401
     HUGE_REPO,
-    SQUISH,
     TINY_REPO,
     closed_port_url,
     fake_hub,
     listing,
     squish,
-    squish_env,
     tiny_repo_files,
 )
+from helpers import SQUISH, squish_env
 
 SHARD = "model-00001-of-00002.safetensors"
 

@@ -1,62 +1,20 @@
 """Agent mode in the chat app, driven with Textual's Pilot.
 
-The structural tests use the deterministic scripted model of tests/agent/conftest.py (agent
-loop branches and card layout). The real model's agent run is tested through the CLI
+The structural tests use the deterministic scripted model of tests/helpers.py (agent loop
+branches and card layout). The real model's agent run is tested through the CLI
 (tests/agent/test_agent_model.py), which keeps the suite under its 10-minute budget.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from helpers import HANG, NO_CALL, ScriptedEngine, call
 
 from squish.agent.tools import builtin_tools
-from squish.engine.events import Done, EventStream, Loaded, Memory, ModelInfo
 from squish.tui.app import SquishApp
 from squish.tui.screens.info import InfoScreen
 from squish.tui.widgets.agent_cards import ApprovalPrompt, ResultView, StepCard
 from squish.tui.widgets.message import ChatMessage
 
 SIZE = (110, 40)
-
-
-def _agent_test_helpers():
-    """tests/agent/conftest.py, loaded by path: conftest modules are not importable by name."""
-    path = Path(__file__).parents[1] / "agent" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("squish_agent_test_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-helpers = _agent_test_helpers()
-call, NO_CALL, HANG = helpers.call, helpers.NO_CALL, helpers.HANG
-
-
-class ScriptedChatEngine(helpers.ScriptedEngine):
-    """The agent tests' scripted model, plus the engine calls the chat screen makes."""
-
-    def __init__(self, model_dir: Path, *replies):
-        super().__init__(*replies)
-        self.info = ModelInfo("scripted:1m", str(model_dir), "llama", "Q4 g32", 8192, 2, 0.001, "CPU")
-
-    def _done(self, *events) -> EventStream:
-        stream = EventStream()
-        for event in (*events, Done("ok")):
-            stream.put(event)
-        return stream
-
-    def load(self, name):
-        return self._done(Loaded(self.info))
-
-    def memory(self):
-        return self._done(Memory(0.125, 0.25, 0.0, 0.5, 12.0))
-
-    def unload(self):
-        return self._done()
-
-    def shutdown(self, timeout: float = 10.0) -> None:
-        pass
 
 
 @pytest.fixture
@@ -75,7 +33,7 @@ def agent_app(tmp_path, workspace, history):
     model_dir.mkdir()
 
     def make(*replies):
-        engine = ScriptedChatEngine(model_dir, *replies)
+        engine = ScriptedEngine(*replies, model_path=model_dir)
         return SquishApp(engine, history, max_tokens=64, workspace=workspace)
 
     return make
