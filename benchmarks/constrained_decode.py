@@ -14,6 +14,7 @@ Results are appended to benchmarks/results/<timestamp>_constrained-decode.json.
 import argparse
 import statistics
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from squish.agent import constrain
 from squish.agent.tools import Tool
 from squish.cli.bench import percentile, save
 from squish.engine.engine import ChatRequest, Engine
-from squish.engine.memory import hardware
 from squish.models import store
+from squish.models.hardware import describe
 
 NOTE = Tool(
     "save_note",
@@ -51,9 +52,36 @@ def summarize(values: list[float]) -> dict:
     }
 
 
+class Timed:
+    """A logits processor, timed: the microseconds it spends matching and masking, per step.
+
+    The token of the previous step is read first (`.item()` waits for the model to compute it),
+    so the time counted is the constraint's own, not the model's.
+    """
+
+    def __init__(self, processor) -> None:
+        self.processor, self.busy_s, self.steps = processor, 0.0, 0
+
+    def __call__(self, tokens, logits):
+        tokens[-1].item()
+        began = time.perf_counter()
+        out = self.processor(tokens, logits)
+        self.busy_s += time.perf_counter() - began
+        self.steps += 1
+        return out
+
+
 def generate(engine, max_tokens: int, constrained: bool) -> tuple[float, int, float]:
     """(decode tok/s, tokens, constraint microseconds per token) of one greedy generation."""
-    factory = constrain.processor_factory([NOTE], lazy=False, min_calls=1) if constrained else None
+    made: list[Timed] = []
+    factory = None
+    if constrained:
+        build = constrain.processor_factory([NOTE], lazy=False, min_calls=1)
+
+        def factory(tokenizer) -> list:
+            made.extend(Timed(processor) for processor in build(tokenizer))
+            return list(made)
+
     result = engine.generate(
         ChatRequest(MESSAGES, max_tokens=max_tokens, temperature=0.0, seed=0, processor_factory=factory)
     ).collect()
@@ -61,10 +89,10 @@ def generate(engine, max_tokens: int, constrained: bool) -> tuple[float, int, fl
         sys.exit(f"generation failed: {result.error.message}")
     busy_us = 0.0
     if constrained:
-        constraint = factory.made[0]
-        if constraint.error:
-            sys.exit(f"the constraint failed: {constraint.error}")
-        busy_us = constraint.busy_s / max(constraint.steps, 1) * 1e6
+        timed = made[0]
+        if timed.processor.error:
+            sys.exit(f"the constraint failed: {timed.processor.error}")
+        busy_us = timed.busy_s / max(timed.steps, 1) * 1e6
     return result.stats.decode_tps, result.stats.generation_tokens, busy_us
 
 
@@ -102,7 +130,7 @@ def main() -> int:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": loaded.loaded.name,
         "quantization": loaded.loaded.quantization,
-        "hardware": hardware(),
+        "hardware": describe(),
         "plan": {"warmup": args.warmup, "runs": args.runs, "max_tokens": args.max_tokens, "sampling": "greedy"},
         "plain_decode_tps": summarize(plain),
         "constrained_decode_tps": summarize(constrained),

@@ -42,10 +42,6 @@ class Approvals:
                 self.session.add(name)
         return decision, "user"
 
-    def forget(self) -> None:
-        with self._lock:
-            self.session.clear()
-
 
 class Pending:
     """One approval question answered from another thread (e.g. a Textual button handler)."""

@@ -13,7 +13,6 @@ calls there with the engine's tokenizer, so the tokenizer never leaves that thre
 
 import json
 import threading
-import time
 import weakref
 
 from .parser import CLOSE, OPEN
@@ -108,9 +107,6 @@ class ToolCallConstraint:
         self.bitmask = allocate_token_bitmask(1, self.vocab_size)
         self.started = False
         self.error = ""  # set when the model's token could not be matched (constraint then off)
-        self.masked_steps = 0  # steps where some token was not allowed
-        self.steps = 0
-        self.busy_s = 0.0  # time spent matching and masking, for the benchmark
 
     def __call__(self, tokens, logits):
         import numpy as np
@@ -120,29 +116,20 @@ class ToolCallConstraint:
 
         if self.started and not self.error:
             # The engine passes all tokens so far; the last is the one sampled on the previous step.
-            token = int(tokens[-1].item())  # waits for that step: model time, not counted below
-            began = time.perf_counter()
-            if not self.matcher.consume_token(token):
+            if not self.matcher.consume_token(int(tokens[-1].item())):
                 self.error = self.matcher.get_error()
-        else:
-            began = time.perf_counter()
         self.started = True
-        try:
-            if self.error:
-                return logits
-            fill_next_token_bitmask(self.matcher, self.bitmask)
-            allowed = np.unpackbits(self.bitmask.view(np.uint8), bitorder="little")
-            width = logits.shape[-1]
-            if width > allowed.size:
-                allowed = np.concatenate([allowed, np.zeros(width - allowed.size, np.uint8)])
-            allowed = allowed[:width]
-            if allowed.all():
-                return logits
-            self.masked_steps += 1
-            return mask_logits(logits, allowed.astype(np.bool_))
-        finally:
-            self.steps += 1
-            self.busy_s += time.perf_counter() - began
+        if self.error:
+            return logits
+        fill_next_token_bitmask(self.matcher, self.bitmask)
+        allowed = np.unpackbits(self.bitmask.view(np.uint8), bitorder="little")
+        width = logits.shape[-1]
+        if width > allowed.size:
+            allowed = np.concatenate([allowed, np.zeros(width - allowed.size, np.uint8)])
+        allowed = allowed[:width]
+        if allowed.all():
+            return logits
+        return mask_logits(logits, allowed.astype(np.bool_))
 
 
 def processor_factory(tools, lazy: bool = True, min_calls: int = 1):
@@ -150,10 +137,7 @@ def processor_factory(tools, lazy: bool = True, min_calls: int = 1):
     grammar_text = grammar(tools, lazy, min_calls)
 
     def factory(tokenizer) -> list:
-        constraint = ToolCallConstraint(tokenizer, grammar_text)
-        factory.made.append(constraint)
-        return [constraint]
+        return [ToolCallConstraint(tokenizer, grammar_text)]
 
-    factory.made = []  # the constraints built so far, for inspection after a generation
-    factory.lazy, factory.min_calls = lazy, min_calls
+    factory.lazy, factory.min_calls = lazy, min_calls  # what it constrains, for the loop's tests
     return factory

@@ -190,6 +190,3 @@ class Transcript:
             self.steps[-1].answer = self.answer = event.text
         elif isinstance(event, Stopped):
             self.stopped = event
-
-    def valid_calls(self) -> list[CallRecord]:
-        return [c for step in self.steps for c in step.calls if c.valid]
