@@ -165,10 +165,11 @@ def run(model: str | None, quick: bool, progress=lambda _: None, **overrides) ->
     }
 
 
-def save(result: dict, results_dir: Path, name: str) -> Path:
-    """Append `results_dir/<timestamp>_<name>.json`; an existing file is never overwritten."""
+def save(result: dict, results_dir: Path, name: str, now: datetime | None = None) -> Path:
+    """Append `results_dir/<timestamp>_<name>.json` (the time `now`, UTC, by default the current
+    one); an existing file is never overwritten: a second result in the same second gets `-1`."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(100):
         suffix = f"-{attempt}" if attempt else ""
         path = results_dir / f"{stamp}_{name}{suffix}.json"

@@ -90,17 +90,21 @@ def test_help_has_examples_and_imports_neither_mlx_nor_textual(home):
     assert proc.stdout.strip().endswith("[]")
 
 
-def test_import_is_light_and_fast(home):
+def test_import_is_light_and_loads_nothing_but_the_standard_library(home):
+    """The startup contract, checked by what is imported, not by a clock on a busy machine:
+    `import squish, squish.cli` (what `squish --help` needs) loads only squish and the standard
+    library. The startup time itself is a metric for benchmarks, not a test."""
     code = (
-        "import time, sys, os; t = time.perf_counter(); import squish, squish.cli; d = time.perf_counter() - t\n"
-        "import psutil; rss = psutil.Process(os.getpid()).memory_info().rss\n"
-        "heavy = [m for m in sys.modules if m.split('.')[0] in ('mlx', 'textual', 'mlx_lm')]\n"
-        "print(d, rss, heavy)"
+        "import os, sys; before = set(sys.modules)\n"
+        "import squish, squish.cli\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(new - set(sys.stdlib_module_names) - {'squish'}))\n"
+        "import psutil; print(psutil.Process(os.getpid()).memory_info().rss)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=squish_env(home))
-    seconds, rss, heavy = proc.stdout.split(" ", 2)
-    assert heavy.strip() == "[]"
-    assert float(seconds) < 2.0
+    assert proc.returncode == 0, proc.stderr
+    libraries, rss = proc.stdout.splitlines()
+    assert libraries == "[]"
     assert int(rss) < 200e6
 
 
@@ -124,9 +128,22 @@ def test_bench_quick_json_on_a_tiny_model(home, tiny_model, tmp_path):
     assert {"chip", "cores", "ram_gb", "os", "mlx", "mlx_lm", "backend"} <= set(saved["hardware"])
     assert saved["plan"]["warmup"] >= 5
     assert len(saved["multi_turn"]["turns"]) == 3
-    again = squish(home, "bench", "--quick", "--json", "--model", str(tiny_model), "--results-dir", str(results))
-    assert again.returncode == 0
-    assert len(list(results.glob("*.json"))) == 2  # appended, never overwritten
+
+
+def test_the_result_writer_appends_and_never_overwrites(tmp_path):
+    from datetime import datetime, timezone
+
+    from squish.cli.bench import save
+
+    results, now = tmp_path / "results", datetime(2026, 12, 1, 9, 30, 5, tzinfo=timezone.utc)
+    first = save({"run": 1}, results, "bench-quick", now=now)
+    second = save({"run": 2}, results, "bench-quick", now=now)  # the same second
+    assert (first.name, second.name) == ("20261201T093005Z_bench-quick.json", "20261201T093005Z_bench-quick-1.json")
+    assert json.loads(first.read_text()) == {"run": 1} and json.loads(second.read_text()) == {"run": 2}
+    (results / "20261201T093005Z_other.json").write_text("earlier")
+    third = save({"run": 3}, results, "other", now=now)
+    assert third.name == "20261201T093005Z_other-1.json"
+    assert (results / "20261201T093005Z_other.json").read_text() == "earlier"
 
 
 @pytest.mark.parametrize(
