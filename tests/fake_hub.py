@@ -158,6 +158,9 @@ class FakeHub:
         self.throttle_s = 0.0  # pause between 16 kB chunks
         self.drop_after: dict[str, int] = {}  # file name -> close the connection after this many bytes, once
         self.broken_at: dict[str, int] = {}  # file name -> every response stops at this offset of the file
+        self.failing: dict[str, int] = {}  # file name -> answer its bytes with this HTTP status (503)
+        self.stalled_at: dict[str, int] = {}  # file name -> every response goes quiet at this offset
+        self.stall_s = 30.0  # how long a stalled response holds the connection before closing it
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
         self.server.daemon_threads = True
@@ -267,6 +270,9 @@ class FakeHub:
                 self.send_file(repo, name, head, {"ETag": f'"{repo.sha256(name)}"'})
 
             def send_file(self, repo: Repo, name: str, head: bool, headers: dict) -> None:
+                if name in hub.failing:
+                    body = json.dumps({"error": "the hub is having a bad day"}).encode()
+                    return self.reply(hub.failing[name], {"Content-Type": "application/json"}, body, head)
                 data = repo.served_content.get(name, repo.files[name])
                 start, status = 0, 200
                 if (wanted := self.headers.get("Range")) is not None:
@@ -287,8 +293,13 @@ class FakeHub:
                     limit = hub.drop_after.pop(name, None)
                 if name in hub.broken_at:
                     limit = max(0, hub.broken_at[name] - start)
+                stall = hub.stalled_at.get(name)
+                if stall is not None:
+                    limit = max(0, stall - start)
                 sent = 0
                 if limit == 0:
+                    if stall is not None:
+                        time.sleep(hub.stall_s)
                     self.close_connection = True
                     return
                 for offset in range(0, len(body), 16384):
@@ -304,6 +315,8 @@ class FakeHub:
                     with hub.lock:
                         hub.served[name] = hub.served.get(name, 0) + len(chunk)
                     if limit is not None and sent >= limit:
+                        if stall is not None:
+                            time.sleep(hub.stall_s)  # quiet, connection open: the client's read times out
                         self.close_connection = True
                         return
                     if hub.throttle_s:

@@ -390,6 +390,7 @@ def download(
 def fetch_file(plan: Plan, remote: RemoteFile, tracker: Tracker, cancel: threading.Event | None, endpoint: str):
     """Download one file into the staging directory, resuming its .part file with a Range request."""
     import httpx2
+    from huggingface_hub import constants
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
     final = plan.staging / remote.name
@@ -411,7 +412,8 @@ def fetch_file(plan: Plan, remote: RemoteFile, tracker: Tracker, cancel: threadi
             headers["Range"] = f"bytes={offset}-"
         received = 0
         try:
-            with get_session().stream("GET", url, headers=headers, timeout=TIMEOUT_S) as response:
+            timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT  # huggingface_hub's own setting (env), 10 s
+            with get_session().stream("GET", url, headers=headers, timeout=timeout) as response:
                 if response.status_code == 416:  # our part is not a prefix of this file: refetch it
                     tracker.advance(-offset, remote.name)
                     part.unlink()

@@ -202,3 +202,30 @@ def test_model_commands_keep_startup_light(tmp_path):
 def test_help_has_examples(command, tmp_path):
     proc = squish(tmp_path, command, "--help")
     assert proc.returncode == 0 and "examples:" in proc.stdout
+
+
+SECOND = "model-00002-of-00002.safetensors"  # fetched after SHARD: files go config first, then by name
+
+
+def test_a_hub_answering_503_is_exit_2_with_one_line_and_the_next_pull_keeps_what_arrived(fake_hub, tmp_path):
+    fake_hub.failing[SECOND] = 503
+    proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url)
+    assert proc.returncode == 2 and "503" in one_error_line(proc)
+    assert proc.stdout == ""
+    del fake_hub.failing[SECOND]  # the hub is back
+    asked = len(fake_hub.requests)
+    proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url)
+    assert proc.returncode == 0, proc.stderr
+    fetched = fake_hub.files_requested(since=asked)
+    assert SECOND in fetched and SHARD not in fetched  # the shard that had arrived was kept
+
+
+def test_a_read_time_out_mid_file_is_exit_2_and_the_next_pull_resumes_from_the_bytes_kept(fake_hub, tmp_path):
+    fake_hub.stalled_at[SHARD] = 20000  # the hub goes quiet after 20000 bytes of the shard
+    proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url, HF_HUB_DOWNLOAD_TIMEOUT="1")
+    assert proc.returncode == 2, proc.stderr
+    assert f"squish pull {TINY_REPO}" in one_error_line(proc) and "Traceback" not in proc.stderr
+    del fake_hub.stalled_at[SHARD]
+    proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url)
+    assert proc.returncode == 0, proc.stderr
+    assert fake_hub.range_requests(SHARD)[-1] == "bytes=20000-"  # resumed, not started over
