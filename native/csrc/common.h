@@ -61,6 +61,19 @@ struct Kernels {
               int64_t ldy, const float* bias, const float* res, int64_t ldr);
   // Quantize rows [m0, m1) of x (M x K, row stride ldx) into the buffers of `a`.
   void (*quantize)(const float* x, int64_t ldx, int m0, int m1, const QAct& a);
+
+  // Float kernels of the fused ops (one row or one head at a time).
+  // out[i] = x[i] * w[i] / sqrt(mean(x^2) + eps); w may be null (no weight).
+  void (*rms_norm)(const float* x, const float* w, float eps, int n, float* out);
+  // Rotary embedding of one head in place: `dims` leading features, angles theta[i] given as
+  // cos/sin tables of dims/2 entries; traditional rotates pairs (2i, 2i+1), else (i, i+dims/2).
+  void (*rope)(float* x, const float* cos, const float* sin, int dims, int traditional);
+  // Causal attention of one query against L cached positions (row stride hd):
+  // out = softmax(scale * K q) V; `scores` holds L floats of scratch.
+  void (*attend)(const float* q, const float* k, const float* v, int L, int hd, float scale, float* out,
+                 float* scores);
+  // out[i] = silu(g[i]) * u[i]
+  void (*swiglu)(const float* g, const float* u, int n, float* out);
 };
 
 namespace scalar {

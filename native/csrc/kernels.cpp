@@ -482,12 +482,103 @@ void qmm(const QWeight& W, const QAct& X, int m0, int m1, int n0, int n1, float*
 }
 #endif
 
+
+// ---------------------------------------------------------------------------------------
+// Float kernels of the fused ops: plain loops the compiler vectorizes for each ISA.
+
+// exp(x) for x <= 88: 2^n * p(r), r in [-ln2/2, ln2/2], degree-6 polynomial (about 2 ulp).
+inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+void rms_norm(const float* x, const float* w, float eps, int n, float* out) {
+  float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+  for (int i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float inv = 1.0f / sqrtf(ss / (float)n + eps);
+  if (w) {
+#pragma omp simd
+    for (int i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
+  } else {
+#pragma omp simd
+    for (int i = 0; i < n; ++i) out[i] = x[i] * inv;
+  }
+}
+
+void rope(float* x, const float* c, const float* s, int dims, int traditional) {
+  const int half = dims / 2;
+  if (traditional) {
+#pragma omp simd
+    for (int i = 0; i < half; ++i) {
+      const float a = x[2 * i], b = x[2 * i + 1];
+      x[2 * i] = a * c[i] - b * s[i];
+      x[2 * i + 1] = a * s[i] + b * c[i];
+    }
+  } else {
+#pragma omp simd
+    for (int i = 0; i < half; ++i) {
+      const float a = x[i], b = x[i + half];
+      x[i] = a * c[i] - b * s[i];
+      x[i + half] = a * s[i] + b * c[i];
+    }
+  }
+}
+
+void attend(const float* q, const float* k, const float* v, int L, int hd, float scale, float* out,
+            float* scores) {
+  float m = -3.0e38f;
+  for (int j = 0; j < L; ++j) {
+    const float* kj = k + (int64_t)j * hd;
+    float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+    for (int i = 0; i < hd; ++i) d += q[i] * kj[i];
+    d *= scale;
+    scores[j] = d;
+    m = d > m ? d : m;
+  }
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int j = 0; j < L; ++j) {
+    const float e = exp_approx(scores[j] - m);
+    scores[j] = e;
+    sum += e;
+  }
+  for (int i = 0; i < hd; ++i) out[i] = 0.0f;
+  for (int j = 0; j < L; ++j) {
+    const float p = scores[j];
+    const float* vj = v + (int64_t)j * hd;
+#pragma omp simd
+    for (int i = 0; i < hd; ++i) out[i] += p * vj[i];
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int i = 0; i < hd; ++i) out[i] *= inv;
+}
+
+void swiglu(const float* g, const float* u, int n, float* out) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) out[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+}
+
 #if defined(SQ_ISA_avx512)
-constexpr Kernels table = {"avx512", 128, 0, qmm, quantize};
+constexpr Kernels table = {"avx512", 128, 0, qmm, quantize, rms_norm, rope, attend, swiglu};
 #elif defined(SQ_ISA_avx2)
-constexpr Kernels table = {"avx2", 64, 1, qmm, quantize};
+constexpr Kernels table = {"avx2", 64, 1, qmm, quantize, rms_norm, rope, attend, swiglu};
 #else
-constexpr Kernels table = {"scalar", 0, 0, qmm, quantize};
+constexpr Kernels table = {"scalar", 0, 0, qmm, quantize, rms_norm, rope, attend, swiglu};
 #endif
 
 }  // namespace

@@ -78,14 +78,18 @@ const float* rows_of(const mx::array& a, Scratch& scratch) {
 
 }  // namespace
 
-// y = x @ W.T (+ bias) (+ res) for M rows: quantize x into int8 blocks, then the integer dot
-// products, both split over the pool.
-void run_qmm(const Kernels& k, const QWeight& W, const float* x, int M, float* y, const float* bias,
+// [y_0 | y_1 | ...] = x @ [W_0 | W_1 | ...].T (+ bias) (+ res) for M rows, the weights sharing K,
+// bits and group size (q/k/v, gate/up): x is quantized once into int8 blocks, then the integer
+// dot products of all weights run in one parallel region. y, bias and res span the summed N.
+void run_qmm(const Kernels& k, const QWeight* ws, int nw, const float* x, int M, float* y, const float* bias,
              const float* res, bool precise) {
   Pool& pool = Pool::get();
-  const int K = W.K, N = W.N, Kp = padded(K), gs = W.group_size;
-  const int lane = W.bits == 4 ? 8 : 4;
-  const bool lxs = W.bits == 8 && k.wants_lxs;
+  const QWeight& W0 = ws[0];
+  const int K = W0.K, Kp = padded(K), gs = W0.group_size;
+  int N = 0;
+  for (int i = 0; i < nw; ++i) N += ws[i].N;
+  const int lane = W0.bits == 4 ? 8 : 4;
+  const bool lxs = W0.bits == 8 && k.wants_lxs;
   const int rows = precise ? 2 * M : M;
   const size_t q_bytes = align64((size_t)rows * Kp);
   const size_t d_bytes = align64((size_t)rows * (Kp / kBlock) * 4);
@@ -105,7 +109,7 @@ void run_qmm(const Kernels& k, const QWeight& W, const float* x, int M, float* y
   a.Kp = Kp;
   a.lane = lane;
   a.group_size = gs;
-  a.order = W.bits == 4 ? k.order4 : 0;
+  a.order = W0.bits == 4 ? k.order4 : 0;
 
   const int threads = pool.threads();
   const int qtasks = M >= 8 ? (M < threads * 4 ? M : threads * 4) : 1;
@@ -116,17 +120,25 @@ void run_qmm(const Kernels& k, const QWeight& W, const float* x, int M, float* y
 
   // Decode: a few rows of x, split the weight rows finely; prefill: blocks of 16 weight rows
   // that stay in L1 while every row of x passes over them.
-  int nb;
+  int nb = 16;
   if (M <= 4) {
     nb = (N + threads * 8 - 1) / (threads * 8);
     nb = nb < 16 ? 16 : (nb + 15) / 16 * 16;
-  } else {
-    nb = 16;
   }
-  const int tasks = (N + nb - 1) / nb;
+  int first[9] = {0}, col[9] = {0};  // each weight's first task and first output column
+  int tasks = 0;
+  for (int i = 0; i < nw; ++i) {
+    first[i] = tasks;
+    col[i + 1] = col[i] + ws[i].N;
+    tasks += (ws[i].N + nb - 1) / nb;
+  }
+  first[nw] = tasks;
   pool.parallel_for(tasks, [&](int t) {
-    const int n0 = t * nb, n1 = n0 + nb < N ? n0 + nb : N;
-    k.qmm(W, a, 0, M, n0, n1, y, N, bias, res, N);
+    int i = 0;
+    while (t >= first[i + 1]) ++i;
+    const QWeight& W = ws[i];
+    const int n0 = (t - first[i]) * nb, n1 = n0 + nb < W.N ? n0 + nb : W.N;
+    k.qmm(W, a, 0, M, n0, n1, y + col[i], N, bias ? bias + col[i] : nullptr, res ? res + col[i] : nullptr, N);
   });
 }
 
@@ -166,7 +178,7 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
       const float* xr = rows_of(x, copy_scratch);
       const float* b = bias_arr ? bias_arr->data<float>() : nullptr;
       const float* r = res_arr ? rows_of(*res_arr, act_scratch_res()) : nullptr;
-      run_qmm(k, W, xr, M, y, b, r, precise);
+      run_qmm(k, &W, 1, xr, M, y, b, r, precise);
     });
   }
 

@@ -1,7 +1,9 @@
 """The native CPU kernels hook (issue 8, docs/native.md).
 
-On the CPU backend, `prepare` swaps the loaded model's quantized layers for squish_native's
-kernels and returns the kernel path that ModelInfo.kernels reports: "cpu-native avx512",
+On the CPU backend, `prepare` puts the loaded model on squish_native's kernels: each decoder
+layer of a llama-family model (llama, qwen2, qwen3) becomes one native primitive over the
+loaded weights (`NativeBlock`), and every other quantized layer it covers runs the native
+matmul. It returns the kernel path that ModelInfo.kernels reports: "cpu-native avx512",
 "cpu-native avx2", "cpu-native scalar", or "cpu-reference" (stock MLX: the module is missing,
 disabled with SQUISH_NATIVE=off, or the model has nothing it covers). Metal and CUDA keep
 stock MLX and report "metal" / "cuda"; they never import squish_native.
@@ -109,6 +111,139 @@ def swap_quantized(model: nn.Module, native) -> int:
     return len(swaps)
 
 
+LLAMA_FAMILY = ("llama", "qwen2", "qwen3")
+
+
+def _quantized(*layers, biases: bool = False) -> bool:
+    """Covered quantized linears, sharing bits, group size, scale dtype and having biases or not."""
+    first = layers[0]
+    return all(
+        type(q) is nn.QuantizedLinear
+        and covered(q)
+        and ("bias" in q) == biases
+        and (q.bits, q.group_size, q.scales.dtype) == (first.bits, first.group_size, first.scales.dtype)
+        for q in layers
+    )
+
+
+def block_plan(model_type: str, block) -> dict | None:
+    """The LayerSpec fields for one mlx-lm decoder block, or None when the layer primitive does not cover it."""
+    attn, mlp = getattr(block, "self_attn", None), getattr(block, "mlp", None)
+    norms = (getattr(block, "input_layernorm", None), getattr(block, "post_attention_layernorm", None))
+    if model_type not in LLAMA_FAMILY or attn is None or mlp is None or getattr(block, "use_sliding", False):
+        return None
+    if any(type(n) is not nn.RMSNorm for n in norms) or type(getattr(attn, "rope", None)) is not nn.RoPE:
+        return None
+    projections = [getattr(attn, f"{n}_proj", None) for n in "qkvo"]
+    ffn = [getattr(mlp, f"{n}_proj", None) for n in ("gate", "up", "down")]
+    if any(p is None for p in projections + ffn):
+        return None
+    q, k, v, o = projections
+    qkv_bias = "bias" in q  # qwen2: biases on q, k and v only
+    if not (_quantized(q, k, v, biases=qkv_bias) and _quantized(o) and _quantized(*ffn[:2]) and _quantized(ffn[2])):
+        return None
+    qk_norm = model_type == "qwen3"
+    if qk_norm and not all(type(getattr(attn, n, None)) is nn.RMSNorm for n in ("q_norm", "k_norm")):
+        return None
+    heads, kv_heads = attn.n_heads, attn.n_kv_heads
+    head_dim = q.weight.shape[0] // heads
+    rope = attn.rope
+    return dict(
+        dims=o.weight.shape[0],
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        hidden=ffn[0].weight.shape[0],
+        rope_dims=rope.dims,
+        rope_traditional=bool(rope.traditional),
+        rope_base=float(rope.base),
+        rope_scale=float(rope.scale),
+        eps=float(norms[0].eps),
+        attn_scale=float(attn.scale),
+        qk_norm=qk_norm,
+        qkv_bias=qkv_bias,
+        qkv_bits=q.bits, qkv_group=q.group_size,
+        o_bits=o.bits, o_group=o.group_size,
+        gu_bits=ffn[0].bits, gu_group=ffn[0].group_size,
+        down_bits=ffn[2].bits, down_group=ffn[2].group_size,
+    )
+
+
+def block_weights(block, plan: dict) -> list:
+    """The decoder_layer weight list for one block: the loaded arrays themselves, nothing merged
+    or converted (f16 scales are read with F16C; q/k/v and gate/up share one parallel region
+    inside the node), so loading stays a memory map. Only the small norms and q/k/v biases are
+    made float32."""
+    attn, mlp = block.self_attn, block.mlp
+    f32 = lambda a: a.astype(mx.float32)  # noqa: E731
+    packed = lambda q: [q.weight, q.scales, q.biases]  # noqa: E731
+    weights = [f32(block.input_layernorm.weight), *packed(attn.q_proj), *packed(attn.k_proj), *packed(attn.v_proj)]
+    if plan["qkv_bias"]:
+        weights.append(f32(mx.concatenate([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])))
+    if plan["qk_norm"]:
+        weights += [f32(attn.q_norm.weight), f32(attn.k_norm.weight)]
+    weights += packed(attn.o_proj)
+    weights.append(f32(block.post_attention_layernorm.weight))
+    weights += packed(mlp.gate_proj) + packed(mlp.up_proj) + packed(mlp.down_proj)
+    return weights
+
+
+class NativeBlock(nn.Module):
+    """A llama-family decoder block as one squish_native.decoder_layer node.
+
+    Called like mlx-lm's TransformerBlock: (x, mask, cache). The cache is mlx-lm's KVCache (or
+    None): its keys/values are replaced by the node's outputs, which share their buffers, and its
+    offset advances by the tokens fed, so trim, state and save/load work unchanged. Batch 1 and
+    causal masks only, which is all squish's engine asks for.
+    """
+
+    def __init__(self, weights: list, plan: dict, native):
+        super().__init__()
+        self.weights = weights
+        self._plan = plan
+        self._spec = native.layer_spec(**plan)
+        self._native = native
+        self.use_sliding = False  # mlx-lm's llama model picks each layer's mask by this
+        self.freeze()
+
+    def __call__(self, x, mask=None, cache=None):
+        from mlx_lm.models.cache import KVCache
+
+        if x.shape[0] != 1 or not (mask is None or isinstance(mask, str)):
+            raise NotImplementedError("squish's native decoder layer runs batch 1 with causal masks only")
+        if cache is not None and type(cache) is not KVCache:
+            raise NotImplementedError(f"squish's native decoder layer needs mlx-lm's KVCache, not {type(cache).__name__}")
+        plan = self._plan
+        empty = mx.zeros((1, plan["kv_heads"], 0, plan["head_dim"]), dtype=mx.float32)
+        keys = values = empty
+        offset = 0
+        if cache is not None and cache.keys is not None:
+            keys, values, offset = cache.keys, cache.values, cache.offset
+            if keys.dtype != mx.float32:
+                keys, values = keys.astype(mx.float32), values.astype(mx.float32)
+        x = x if x.dtype == mx.float32 else x.astype(mx.float32)
+        out, keys, values = self._native.decoder_layer(x, self.weights, keys, values, offset, self._spec)
+        if cache is not None:
+            cache.keys, cache.values = keys, values
+            cache.offset = offset + x.shape[1]
+        return out
+
+
+def swap_blocks(model: nn.Module, native) -> int:
+    """Replace every covered decoder block of a llama-family model; returns how many."""
+    inner = getattr(model, "model", None)
+    blocks = getattr(inner, "layers", None)
+    model_type = getattr(getattr(model, "args", None), "model_type", None)
+    if not blocks:
+        return 0
+    plans = [block_plan(model_type, b) for b in blocks]
+    if any(p is None for p in plans):  # all or nothing: mixed blocks would need two cache kinds
+        return 0
+    for i, (block, plan) in enumerate(zip(blocks, plans)):
+        blocks[i] = NativeBlock(block_weights(block, plan), plan, native)
+    return len(blocks)
+
+
 def prepare(model: nn.Module) -> str:
     """Put the loaded model on the fastest kernels this machine has; returns the kernel path."""
     backend = backend_name()
@@ -118,6 +253,7 @@ def prepare(model: nn.Module) -> str:
     if native is None:
         hint_once(reason)
         return "cpu-reference"
-    if swap_quantized(model, native) == 0:
+    blocks = swap_blocks(model, native)
+    if swap_quantized(model, native) == 0 and blocks == 0:
         return "cpu-reference"
     return f"cpu-native {native.isa()}"

@@ -45,7 +45,7 @@ def stats_markdown(info, stats: Stats | None, turns: list[Stats], memory: Memory
     lines = ["# Stats", ""]
     if info is not None:
         lines += [
-            f"**Model** {info.name} · {info.quantization} · {info.backend} · "
+            f"**Model** {info.name} · {info.quantization} · {info.kernels} · "
             f"{info.size_gb:.2f} GB · context {info.context_length}",
             "",
         ]

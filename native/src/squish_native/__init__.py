@@ -64,3 +64,43 @@ def quantized_matmul(x, w, scales, biases, group_size: int, bits: int, *, bias=N
     return _require().quantized_matmul(
         x, w, scales, biases, group_size, bits, bias=bias, residual=residual, precise=precise
     )
+
+
+def rms_norm(x, weight, eps: float):
+    """mx.fast.rms_norm for float32 x over its last axis."""
+    return _require().rms_norm(x, weight, eps)
+
+
+def rope(x, dims: int, *, traditional: bool, base: float, scale: float = 1.0, offset: int = 0):
+    """mx.fast.rope for float32 x (..., T, head_dim), positions offset + t."""
+    return _require().rope(x, dims, traditional, base, scale, offset)
+
+
+def attention(q, keys, values, kv_len: int, scale: float):
+    """Causal attention of q (1, H, T, D) over the first kv_len cached positions (1, KV, S, D)."""
+    return _require().attention(q, keys, values, kv_len, scale)
+
+
+def swiglu(gate, up):
+    """silu(gate) * up."""
+    return _require().swiglu(gate, up)
+
+
+def layer_spec(**fields):
+    """A LayerSpec for decoder_layer, its fields set from keyword arguments."""
+    spec = _require().LayerSpec()
+    for name, value in fields.items():
+        if not hasattr(spec, name):
+            raise TypeError(f"LayerSpec has no field {name!r}")
+        setattr(spec, name, value)
+    return spec
+
+
+def decoder_layer(x, weights, k_cache, v_cache, offset: int, spec):
+    """One llama-family decoder layer; returns (x, keys, values). See docs/native.md."""
+    return _require().decoder_layer(x, weights, k_cache, v_cache, offset, spec)
+
+
+def cache_copies() -> int:
+    """How many decoder_layer calls wrote their caches into new buffers instead of in place."""
+    return _require().cache_copies()

@@ -234,7 +234,7 @@ class ChatScreen(Screen):
         self.model_loading = False
         self.model_info = info
         self.model_name = self.model_name or info.name
-        self.model_bar.show_model(info.name, info.quantization, info.backend)
+        self.model_bar.show_model(info.name, info.quantization, info.kernels)
         if not self.busy:
             self.stats_panel.set_state("ready")
 

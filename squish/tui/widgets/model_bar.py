@@ -41,8 +41,8 @@ class ModelBar(Static):
             self._spinner.resume()
         self._redraw()
 
-    def show_model(self, name: str, quantization: str, backend: str) -> None:
-        self.model, self.loading_text, self.failed = f"{name} · {quantization} · {backend}", None, None
+    def show_model(self, name: str, quantization: str, kernels: str) -> None:
+        self.model, self.loading_text, self.failed = f"{name} · {quantization} · {kernels}", None, None
         if self._spinner is not None:
             self._spinner.pause()
         self._redraw()
