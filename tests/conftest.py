@@ -1,9 +1,10 @@
-"""Shared fixtures: a squish home in a temp dir, the real embedded model on one engine, tiny random models."""
+"""Shared fixtures: a squish home in a temp dir, the real embedded model on one engine, tiny random
+models, and a scripted thinking model (tests/helpers.py: build_scripted_model)."""
 
 from pathlib import Path
 
 import pytest
-from helpers import build_tiny_model, import_embedded
+from helpers import build_scripted_model, build_tiny_model, import_embedded
 
 from squish.models import store
 
@@ -33,12 +34,26 @@ def tiny_model(tmp_path_factory, home) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", home)
 
 
-@pytest.fixture(scope="session")
-def tiny_engine(tiny_model):
+def engine_with(model: Path):
     from squish.engine.engine import Engine
 
     eng = Engine()
-    result = store.load(eng, str(tiny_model)).collect()
+    result = store.load(eng, str(model)).collect()
     assert result.error is None, result.error
     yield eng
     eng.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model):
+    yield from engine_with(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def scripted_model(tmp_path_factory, home) -> Path:
+    return build_scripted_model(tmp_path_factory.mktemp("scripted") / "thinker", home)
+
+
+@pytest.fixture(scope="session")
+def scripted_engine(scripted_model):
+    yield from engine_with(scripted_model)

@@ -190,3 +190,76 @@ def call(name: str, **arguments) -> str:
 
 
 NO_CALL = "<tool_call>[]</tool_call>"
+
+
+THINKING_TEMPLATE = (
+    "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{- '<think></think>' -}}"
+    "{%- else -%}{{- '<think>\\n' -}}{%- endif -%}{%- endif -%}"
+)
+THOUGHT, ANSWER = "Greeting first.", "Hello there"
+
+
+def build_scripted_model(path: Path, home: Path, template: str = THINKING_TEMPLATE, scripts=None) -> Path:
+    """A real one-layer llama that, greedily, always writes the same text after the same prompt end.
+
+    Its attention and MLP weights are zero, so each logit depends on the current token only: a
+    bigram table, written into the embedding and the output matrix. `scripts` maps the template
+    arguments of a prompt to the text the model writes after it (then <|im_end|>). By default, with
+    the thinking template: thinking on writes THOUGHT + "</think>" + ANSWER (the template opened the
+    block), thinking off writes ANSWER. The vocabulary has no <think> token, so mlx-lm renders the
+    template with enable_thinking=False unless the request says otherwise. Real weights, tokenizer, template and decode loop: only
+    the weights are chosen instead of trained.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+    from mlx_lm.models import llama
+    from mlx_lm.utils import load_tokenizer
+
+    scripts = scripts or [({"enable_thinking": True}, THOUGHT + "</think>" + ANSWER), ({"enable_thinking": False}, ANSWER)]
+    embedded = import_embedded(home)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "tokenizer.json").write_bytes((embedded / "tokenizer.json").read_bytes())
+    tokenizer_config = json.loads((embedded / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "chat_template": template}))
+    tokenizer = load_tokenizer(path)
+    eos = tokenizer.eos_token_id
+    successor: dict[int, int] = {}
+    for args, text in scripts:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, **args)
+        chain = [prompt[-1], *tokenizer.encode(text, add_special_tokens=False), eos]
+        for current, following in zip(chain, chain[1:]):
+            if successor.setdefault(current, following) != following:
+                raise ValueError(f"token {current} would need two successors: the scripts are not a bigram chain")
+    dims = {token: i for i, token in enumerate(sorted(successor))}
+    hidden = 16 * ((len(dims) + 16) // 16)
+    config = {
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "num_hidden_layers": 1,
+        "intermediate_size": hidden,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": 49152,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": False,
+        "rope_theta": 10000.0,
+    }
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.update(tree_map(lambda p: mx.zeros_like(p), model.parameters()))
+    embed = [[0.0] * hidden for _ in range(config["vocab_size"])]
+    head = [[0.0] * hidden for _ in range(config["vocab_size"])]
+    for token, following in successor.items():
+        embed[token][dims[token]] = 1.0
+        head[following][dims[token]] = 20.0
+    weights = dict(tree_flatten(model.parameters()))
+    for name in weights:
+        if name.endswith("norm.weight"):
+            weights[name] = mx.ones_like(weights[name])
+    weights["model.embed_tokens.weight"] = mx.array(embed, dtype=mx.float32)
+    weights["lm_head.weight"] = mx.array(head, dtype=mx.float32)
+    mx.save_safetensors(str(path / "model.safetensors"), weights)
+    (path / "config.json").write_text(json.dumps(config))
+    return path

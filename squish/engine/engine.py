@@ -14,10 +14,26 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from ..errors import EngineFailure, SquishError, UserError
-from .events import Done, Error, EventStream, Live, Loaded, Memory, Progress, Stats, Status, Token
+from .events import (
+    CacheSaved,
+    ContextTrimmed,
+    Done,
+    Error,
+    EventStream,
+    Live,
+    Loaded,
+    Memory,
+    Notice,
+    Progress,
+    Stats,
+    Status,
+    Thinking,
+    Token,
+)
 from .memory import mlx_memory_gb, process_rss_gb, system_available_gb
 from .ref import ModelRef
 
@@ -27,6 +43,9 @@ MAX_SESSIONS = 4
 PREFILL_CHUNK = 256
 LIVE_INTERVAL_S = 0.25
 ROLES = {"system", "user", "assistant", "tool"}
+MIN_CONTEXT = 64
+
+
 @dataclass
 class ChatRequest:
     messages: list[dict]
@@ -42,8 +61,14 @@ class ChatRequest:
     # Called on the engine thread with the loaded tokenizer; returns more logits processors.
     # For processors that need the tokenizer (constrained decoding) without it leaving the thread.
     processor_factory: Callable | None = None
-    # Extra keyword arguments for the chat template (e.g. tools=[...]).
+    # Extra keyword arguments for the chat template (e.g. tools=[...], enable_thinking=False).
     template_args: dict = field(default_factory=dict)
+    # The context window to fit the conversation in (None: the model's); the oldest turns are
+    # left out when it does not fit (squish/engine/context.py).
+    context_size: int | None = None
+    # A KV cache saved for this session (squish/engine/prompt_cache.py), used when the engine
+    # does not hold the session in memory; a file it cannot use is a Notice, never an error.
+    cache_file: Path | None = None
 
 
 def validate(request: ChatRequest) -> None:
@@ -70,12 +95,16 @@ def validate(request: ChatRequest) -> None:
         raise UserError(f"top_p must be in (0, 1], got {request.top_p}")
     if request.timeout_s is not None and request.timeout_s <= 0:
         raise UserError(f"timeout must be positive, got {request.timeout_s}")
+    size = request.context_size
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < MIN_CONTEXT):
+        raise UserError(f"the context size must be an integer of at least {MIN_CONTEXT} tokens, got {size!r}")
 
 
 @dataclass
 class Session:
     cache: list
     tokens: list[int]  # exactly the tokens whose keys and values are in `cache`
+    left_out: int = 0  # messages the last request left out to fit the context (context.py)
 
 
 def accounts_for(cache: list, tokens: int) -> bool:
@@ -174,6 +203,13 @@ class Engine:
     def drop_session(self, session: str) -> EventStream:
         return self._submit("drop_session", session)
 
+    def save_session(self, session: str, path: Path, limit_bytes: int) -> EventStream:
+        """Write the session's KV cache to `path` (squish/engine/prompt_cache.py), then drop the
+        least recently used caches beside it until they hold at most `limit_bytes`. Streams
+        `CacheSaved`, a `Notice` when there is nothing to save or it is over the limit, or an
+        `Error` (exit code 2) when the disk refuses it."""
+        return self._submit("save_session", (session, Path(path), limit_bytes))
+
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Refuse new requests, finish the queued ones, free the model; True once it is freed.
 
@@ -206,6 +242,7 @@ class Engine:
             "memory": self._memory,
             "drop_session": self._drop_session,
             "close": self._close,
+            "save_session": self._save_session,
         }
         finish = "ok"
         try:
@@ -253,17 +290,50 @@ class Engine:
     def _drop_session(self, session: str, stream: EventStream) -> None:
         self._sessions.pop(session, None)
 
+    def _save_session(self, payload: tuple, stream: EventStream) -> str:
+        from . import prompt_cache
+
+        key, path, limit = payload
+        session = self._sessions.get(key)
+        if session is None or not session.tokens or self._info is None:
+            stream.put(Notice("no KV cache to save for this chat"))
+            return "none"
+        size = prompt_cache.nbytes(session.cache, saved=True)
+        if size > limit:
+            prompt_cache.remove(path)  # an older, shorter cache of this chat would be stale
+            stream.put(Notice(f"the KV cache ({size / 1e6:.0f} MB) is over the limit ({limit / 1e6:.0f} MB): not saved"))
+            return "none"
+        try:
+            written = prompt_cache.save(path, session.cache, session.tokens, self._info.identity, session.left_out)
+        except OSError as exc:
+            raise EngineFailure(f"cannot save the KV cache to {path}: {exc.strerror or exc}") from None
+        prompt_cache.prune(path.parent, limit, keep=path)
+        stream.put(CacheSaved(str(path), written, len(session.tokens)))
+        return "ok"
+
+    def _take_session(self, request: ChatRequest, stream: EventStream) -> Session:
+        """The request's session: held in memory, else restored from its cache file, else new."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        from . import prompt_cache
+
+        session = self._sessions.get(request.session) if request.session else None
+        if session is None and request.cache_file is not None and Path(request.cache_file).exists():
+            try:
+                restored = prompt_cache.load(Path(request.cache_file), self._info.identity)
+                session = Session(restored.cache, restored.tokens, restored.left_out)
+            except prompt_cache.Rejected as exc:
+                stream.put(Notice(f"{exc}: the history is prefilled instead"))
+        return session or Session(make_prompt_cache(self._model), [])
+
     def _memory(self, _payload, stream: EventStream) -> None:
         active, peak, cache = mlx_memory_gb()
         stream.put(Memory(active, peak, cache, process_rss_gb(), system_available_gb()))
 
-    def _session(self, key: str | None, tokens: list[int]) -> tuple[Session, int]:
+    def _session(self, key: str | None, tokens: list[int], session: Session) -> tuple[Session, int]:
         """The KV cache for this prompt and how many of its leading tokens the cache already holds."""
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
-        session = self._sessions.pop(key, None) if key else None
-        if session is None:
-            session = Session(make_prompt_cache(self._model), [])
         common = 0
         for cached, new in zip(session.tokens, tokens):
             if cached != new:
@@ -276,9 +346,10 @@ class Engine:
                 trim_prompt_cache(session.cache, extra)
                 session.tokens = session.tokens[:common]
             else:
-                session, common = Session(make_prompt_cache(self._model), []), 0
+                session, common = Session(make_prompt_cache(self._model), [], session.left_out), 0
         if key:
-            self._sessions[key] = session
+            self._sessions.pop(key, None)
+            self._sessions[key] = session  # the most recently used goes last
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         return session, common
@@ -286,7 +357,9 @@ class Engine:
     def _generate(self, request: ChatRequest, stream: EventStream) -> str:
         import mlx.core as mx
 
+        from . import context, prompt_cache
         from .sampling import StopMatcher, make_sampler, repeating_period
+        from .thinking import CLOSE, OPEN, ThinkSplitter, opens_thinking
 
         validate(request)
         if self._model is None:
@@ -294,17 +367,22 @@ class Engine:
         model, tokenizer, info = self._model, self._tokenizer, self._info
         deadline = stream.submitted_at + request.timeout_s if request.timeout_s else float("inf")
 
-        tokens = list(
-            tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, **request.template_args)
-        )
-        if len(tokens) >= info.context_length:
-            raise UserError(f"the prompt is {len(tokens)} tokens; the context window is {info.context_length}")
-        max_tokens = min(request.max_tokens, info.context_length - len(tokens))
+        def render(messages: list[dict]) -> list[int]:
+            return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **request.template_args))
+
+        context_size = min(request.context_size or info.context_length, info.context_length)
+        session = self._take_session(request, stream)
+        fitted = context.fit(render, request.messages, context_size, request.max_tokens, session.left_out)
+        tokens = fitted.tokens
+        session.left_out = fitted.left_out
+        if fitted.left_out:
+            stream.put(ContextTrimmed(fitted.left_out, len(tokens), context_size))
+        max_tokens = min(request.max_tokens, context_size - len(tokens))
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         mx.random.seed(seed)
         log.debug("generate: %d prompt tokens, max_tokens %d, seed %d", len(tokens), max_tokens, seed)
 
-        session, cached = self._session(request.session, tokens)
+        session, cached = self._session(request.session, tokens, session)
         cache = session.cache
         sampler = make_sampler(request.temperature, request.top_p)
         processors = list(request.logits_processors)
@@ -342,6 +420,25 @@ class Engine:
         detokenizer = tokenizer.detokenizer
         stops = StopMatcher(request.stop)
         t_first = t_last = t_live = t_start
+        splitter = None
+        if info.thinking:
+            tags = getattr(tokenizer, "think_start", None) or OPEN, getattr(tokenizer, "think_end", None) or CLOSE
+            splitter = ThinkSplitter(opens_thinking(tokenizer.decode(tokens[-8:]), tags[0]), *tags)
+        thought = {"tokens": 0, "until": 0.0}  # generated tokens in the think block, and when it ended
+
+        def emit(pieces: list[tuple[bool, str]], token: int) -> None:
+            for inside, piece in pieces:
+                stream.put(Thinking(piece, token) if inside else Token(piece, token))
+
+        def say(text: str, token: int) -> None:
+            if splitter is None:
+                stream.put(Token(text, token))
+                return
+            emit(splitter.feed(text), token)
+            if splitter.state in ("thinking", "after") and token >= 0:
+                thought["tokens"] += 1
+                thought["until"] = time.perf_counter()
+
         try:
             done = 0
             stream.put(Progress(0, len(new_tokens)))
@@ -381,7 +478,7 @@ class Engine:
                 detokenizer.add_token(token)
                 text, hit = stops.feed(detokenizer.last_segment)
                 if text:
-                    stream.put(Token(text, token))
+                    say(text, token)
                 if hit:
                     finish = "stop"
                     break
@@ -400,7 +497,7 @@ class Engine:
                 text, _ = stops.feed(detokenizer.last_segment)
                 text += stops.flush()
                 if text:
-                    stream.put(Token(text, -1))
+                    say(text, -1)
         except Stop as stop:
             finish = stop.reason
             t_last = time.perf_counter()
@@ -409,6 +506,8 @@ class Engine:
         except Exception:
             self._sessions.pop(request.session, None)
             raise
+        if splitter is not None:
+            emit(splitter.flush(), -1)
         mx.eval([c.state for c in cache])
         if finish == "nan" or not accounts_for(cache, len(session.tokens)):
             self._sessions.pop(request.session, None)  # never reuse a cache we cannot account for
@@ -429,6 +528,11 @@ class Engine:
                 finish_reason=finish,
                 seed=seed,
                 kernels=info.kernels,
+                context_size=context_size,
+                kv_cache_bytes=prompt_cache.nbytes(cache),
+                left_out_messages=fitted.left_out,
+                thinking_tokens=thought["tokens"],
+                thinking_ms=max(thought["until"] - t_first, 0.0) * 1000 if thought["tokens"] else 0.0,
             )
         )
         if finish == "timeout":

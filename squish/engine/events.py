@@ -19,6 +19,39 @@ class Token:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    """Text the model wrote inside <think>...</think>: shown apart, never part of the answer."""
+
+    text: str
+    token_id: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One line for the user about something the engine worked around (a saved KV cache it
+    could not use, say); the request goes on."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ContextTrimmed:
+    """The conversation did not fit: its `left_out` oldest messages (after the system prompt)
+    were left out of this request; the prompt is `prompt_tokens` of `context_size`."""
+
+    left_out: int
+    prompt_tokens: int
+    context_size: int
+
+
+@dataclass(frozen=True)
+class CacheSaved:
+    path: str
+    bytes: int
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Progress:
     """Prompt tokens prefilled so far, out of `total` (tokens reused from the cache excluded)."""
 
@@ -58,6 +91,11 @@ class Stats:
     finish_reason: str
     seed: int
     kernels: str = ""  # ModelInfo.kernels of the model that answered
+    context_size: int = 0  # the context window this request was fitted to
+    kv_cache_bytes: int = 0  # the session's keys and values after the answer
+    left_out_messages: int = 0  # oldest messages left out so the conversation fits (context.py)
+    thinking_tokens: int = 0  # of generation_tokens, those inside <think>...</think>
+    thinking_ms: float = 0.0  # from the first token to the end of thinking
 
     def public(self) -> dict:
         """The stats object of `squish --json`."""
@@ -72,6 +110,10 @@ class Stats:
             "rss_gb": round(self.rss_gb, 4),
             "seed": self.seed,
             "kernels": self.kernels,
+            "context_size": self.context_size,
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "left_out_messages": self.left_out_messages,
+            "thinking_tokens": self.thinking_tokens,
         }
 
 
@@ -90,6 +132,9 @@ class ModelInfo:
     # The kernels the forward pass runs on (engine/native.py): "cpu-native avx512",
     # "cpu-native avx2", "cpu-native scalar", "cpu-reference" (stock MLX on the CPU), "metal", "cuda".
     kernels: str = "cpu-reference"
+    identity: str = ""  # changes when the weights or config do: a saved KV cache must match it
+    thinking: bool = False  # the chat template knows <think> blocks
+    thinking_switch: bool = False  # the chat template takes enable_thinking
 
 
 def describe_quantization(config: dict) -> str:
@@ -206,6 +251,8 @@ class Result:
     """Everything a finished stream said, gathered for callers that do not stream."""
 
     text: str = ""
+    thinking: str = ""
+    notices: list[str] = field(default_factory=list)
     stats: Stats | None = None
     error: Error | None = None
     finish_reason: str = ""
@@ -217,6 +264,10 @@ class Result:
         self.events.append(event)
         if isinstance(event, Token):
             self.text += event.text
+        elif isinstance(event, Thinking):
+            self.thinking += event.text
+        elif isinstance(event, Notice):
+            self.notices.append(event.text)
         elif isinstance(event, Stats):
             self.stats = event
         elif isinstance(event, Error):

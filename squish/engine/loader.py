@@ -5,6 +5,8 @@ headers, tokenizer); what needs MLX is checked here: mlx-lm must build the model
 no floating-point weight may hold NaN or Inf.
 """
 
+import hashlib
+import struct
 from pathlib import Path
 
 import mlx.core as mx
@@ -26,6 +28,24 @@ def check_finite(model: nn.Module) -> None:
         raise ModelError(f"weights hold NaN or Inf values: {', '.join(bad[:3])}")
 
 
+def identity(model_dir: Path) -> str:
+    """A fingerprint of the model's config and weights files (name, size, mtime, safetensors
+    header): a saved KV cache is used only by the model that computed it. Reads headers only.
+    The manifest is left out (squish rewrites it on every load); a changed tokenizer or template
+    shows up as different tokens, which the KV cache's token list catches."""
+    digest = hashlib.sha256()
+    for path in [model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))]:
+        stat = path.stat()
+        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        with path.open("rb") as handle:
+            if path.suffix == ".safetensors":
+                (length,) = struct.unpack("<Q", handle.read(8))
+                digest.update(handle.read(min(length, 100_000_000)))
+            else:
+                digest.update(handle.read())
+    return digest.hexdigest()[:32]
+
+
 def load(name: str, model_dir: Path):
     """(model, tokenizer, ModelInfo) for a verified model directory. Call on the engine thread."""
     from mlx_lm.utils import load as mlx_lm_load
@@ -37,6 +57,8 @@ def load(name: str, model_dir: Path):
     check_finite(model)
     kernels = native.prepare(model)
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+    template = getattr(tokenizer, "chat_template", None) or ""
+    template = template if isinstance(template, str) else str(template)
     text = config.get("text_config", {})
     context = config.get("max_position_embeddings") or text.get("max_position_embeddings")
     info = ModelInfo(
@@ -49,5 +71,8 @@ def load(name: str, model_dir: Path):
         size_gb=size / GB,
         backend=backend_name(),
         kernels=kernels,
+        identity=identity(model_dir),
+        thinking=bool(getattr(tokenizer, "has_thinking", False)) or "<think>" in template,
+        thinking_switch="enable_thinking" in template,
     )
     return model, tokenizer, info
