@@ -1,6 +1,7 @@
 """Chat history: chats, messages, per-message stats, system prompt and model, in SQLite.
 
-One database file in the squish home. WAL mode, so a crash or kill loses at most the
+One database file in the squish home (`FILE`), with the chats' saved KV caches beside it in
+`kv/` (`History.cache_path`; squish/engine/prompt_cache.py writes them). WAL mode, so a crash or kill loses at most the
 statement in flight; every message is committed as soon as it exists, and an answer in
 progress is saved as it streams (finish_reason "incomplete" until it ends). The schema
 version lives in `PRAGMA user_version`; `MIGRATIONS[i]` moves a database from version
@@ -38,8 +39,18 @@ MIGRATIONS = [
     CREATE INDEX messages_by_chat ON messages (chat_id, id);
     CREATE INDEX chats_by_updated ON chats (updated);
     """,
+    # A thinking model's <think> block, apart from its answer; /compact's summary, which stands in
+    # for the messages before `context_from` in the model's context (the messages stay).
+    """
+    ALTER TABLE messages ADD COLUMN thinking TEXT;
+    ALTER TABLE chats ADD COLUMN summary TEXT;
+    ALTER TABLE chats ADD COLUMN context_from INTEGER
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+FILE = "history.db"
+KV_DIR = "kv"
+SUMMARY_REQUEST = "Summarize our conversation so far."
 INCOMPLETE = "incomplete"
 TITLE_CHARS = 60
 
@@ -55,6 +66,7 @@ class Message:
     content: str
     finish_reason: str | None = None
     stats: dict = field(default_factory=dict)
+    thinking: str | None = None
 
 
 @dataclass
@@ -66,6 +78,8 @@ class Chat:
     created: float
     updated: float
     message_count: int = 0
+    summary: str | None = None
+    context_from: int | None = None  # the first message id the model's context holds, after the summary
 
 
 def title_from(text: str) -> str:
@@ -114,6 +128,14 @@ class History:
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def kv_dir(self) -> Path:
+        return self.path.parent / KV_DIR
+
+    def cache_path(self, chat_id: int) -> Path:
+        """Where the chat's KV cache is saved."""
+        return self.kv_dir / f"chat-{chat_id}.safetensors"
+
     # Chats.
 
     def create_chat(self, model: str | None = None, system_prompt: str | None = None) -> Chat:
@@ -160,18 +182,47 @@ class History:
 
     def clear_messages(self, chat_id: int) -> None:
         self.db.execute("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
+        self.db.execute("UPDATE chats SET summary = NULL, context_from = NULL WHERE id = ?", (chat_id,))
+
+    def set_summary(self, chat_id: int, summary: str, context_from: int) -> None:
+        """/compact: `summary` stands in for the messages before `context_from` (they stay saved)."""
+        self.db.execute(
+            "UPDATE chats SET summary = ?, context_from = ?, updated = ? WHERE id = ?",
+            (summary, context_from, self.clock(), chat_id),
+        )
+
+    def context(self, chat_id: int) -> list[dict]:
+        """The chat as the model sees it, without the system prompt: the summary of /compact as a
+        request and its answer, then the messages from `context_from` on (empty ones skipped;
+        thinking never included, as thinking models' templates expect)."""
+        chat = self.chat(chat_id)
+        if chat is None:
+            return []
+        turns = []
+        if chat.summary:
+            turns += [{"role": "user", "content": SUMMARY_REQUEST}, {"role": "assistant", "content": chat.summary}]
+        for message in self.messages(chat_id):
+            if message.content and (chat.context_from is None or message.id >= chat.context_from):
+                turns.append({"role": message.role, "content": message.content})
+        return turns
 
     # Messages.
 
     def add_message(
-        self, chat_id: int, role: str, content: str, finish_reason: str | None = None, stats: dict | None = None
+        self,
+        chat_id: int,
+        role: str,
+        content: str,
+        finish_reason: str | None = None,
+        stats: dict | None = None,
+        thinking: str | None = None,
     ) -> int:
         now = self.clock()
         with self.transaction():
             cursor = self.db.execute(
-                "INSERT INTO messages (chat_id, role, content, created, finish_reason, stats) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (chat_id, role, content, now, finish_reason, json.dumps(stats) if stats else None),
+                "INSERT INTO messages (chat_id, role, content, created, finish_reason, stats, thinking) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (chat_id, role, content, now, finish_reason, json.dumps(stats) if stats else None, thinking or None),
             )
             self.db.execute(
                 "UPDATE chats SET updated = ?, title = CASE WHEN title = '' AND ? = 'user' THEN ? ELSE title END "
@@ -181,12 +232,17 @@ class History:
         return cursor.lastrowid
 
     def update_message(
-        self, message_id: int, content: str, finish_reason: str | None = None, stats: dict | None = None
+        self,
+        message_id: int,
+        content: str,
+        finish_reason: str | None = None,
+        stats: dict | None = None,
+        thinking: str | None = None,
     ) -> None:
         self.db.execute(
             "UPDATE messages SET content = ?, finish_reason = coalesce(?, finish_reason), "
-            "stats = coalesce(?, stats) WHERE id = ?",
-            (content, finish_reason, json.dumps(stats) if stats else None, message_id),
+            "stats = coalesce(?, stats), thinking = coalesce(?, thinking) WHERE id = ?",
+            (content, finish_reason, json.dumps(stats) if stats else None, thinking or None, message_id),
         )
 
     def delete_message(self, message_id: int) -> None:
@@ -194,10 +250,18 @@ class History:
 
     def messages(self, chat_id: int) -> list[Message]:
         rows = self.db.execute(
-            "SELECT id, role, content, finish_reason, stats FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,)
+            "SELECT id, role, content, finish_reason, stats, thinking FROM messages WHERE chat_id = ? ORDER BY id",
+            (chat_id,),
         ).fetchall()
         return [
-            Message(row["id"], row["role"], row["content"], row["finish_reason"], json.loads(row["stats"] or "{}"))
+            Message(
+                row["id"],
+                row["role"],
+                row["content"],
+                row["finish_reason"],
+                json.loads(row["stats"] or "{}"),
+                row["thinking"],
+            )
             for row in rows
         ]
 
@@ -227,4 +291,14 @@ class _Transaction:
 
 
 def _chat(row) -> Chat:
-    return Chat(row["id"], row["title"], row["model"], row["system_prompt"], row["created"], row["updated"], row["n"])
+    return Chat(
+        row["id"],
+        row["title"],
+        row["model"],
+        row["system_prompt"],
+        row["created"],
+        row["updated"],
+        row["n"],
+        row["summary"],
+        row["context_from"],
+    )

@@ -1,10 +1,10 @@
 """Shared fixtures: a squish home in a temp dir, the real embedded model on one engine, tiny random
-models, and a scripted thinking model (tests/helpers.py: build_scripted_model)."""
+models, and a scripted thinking model (tests/helpers.py: build_thinking_model)."""
 
 from pathlib import Path
 
 import pytest
-from helpers import build_scripted_model, build_tiny_model, import_embedded
+from helpers import build_thinking_model, build_tiny_model, import_embedded
 
 from squish.models import store
 
@@ -50,10 +50,10 @@ def tiny_engine(tiny_model):
 
 
 @pytest.fixture(scope="session")
-def scripted_model(tmp_path_factory, home) -> Path:
-    return build_scripted_model(tmp_path_factory.mktemp("scripted") / "thinker", home)
+def thinking_model(tmp_path_factory, home) -> Path:
+    return build_thinking_model(tmp_path_factory.mktemp("scripted") / "thinker", home)
 
 
 @pytest.fixture(scope="session")
-def scripted_engine(scripted_model):
-    yield from engine_with(scripted_model)
+def thinking_engine(thinking_model):
+    yield from engine_with(thinking_model)

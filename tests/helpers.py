@@ -201,7 +201,7 @@ THINKING_TEMPLATE = (
 THOUGHT, ANSWER = "Greeting first.", "Hello there"
 
 
-def build_scripted_model(path: Path, home: Path, template: str = THINKING_TEMPLATE, scripts=None) -> Path:
+def build_thinking_model(path: Path, home: Path, template: str = THINKING_TEMPLATE, scripts=None) -> Path:
     """A real one-layer llama that, greedily, always writes the same text after the same prompt end.
 
     Its attention and MLP weights are zero, so each logit depends on the current token only: a

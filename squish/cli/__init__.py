@@ -52,7 +52,19 @@ def rm_command(argv: list[str]) -> int:
     return rm(argv)
 
 
-COMMANDS = {"bench": bench_command, "models": models_command, "pull": pull_command, "rm": rm_command}
+def chats_command(argv: list[str]) -> int:
+    from .chats import chats
+
+    return chats(argv)
+
+
+COMMANDS = {
+    "bench": bench_command,
+    "chats": chats_command,
+    "models": models_command,
+    "pull": pull_command,
+    "rm": rm_command,
+}
 
 
 def run(argv: list[str]) -> int:
@@ -74,6 +86,11 @@ def run(argv: list[str]) -> int:
         args.model = args.model or default_model
         return run_agent(args)
     if args.prompt is None:
+        if args.no_save:
+            raise UsageError("--no-save applies to -p: the chat app saves every chat")
+        for flag, value in (("--chat", args.chat), ("--ctx", args.ctx), ("--think", args.think)):
+            if value is not None:
+                raise UsageError(f"{flag} needs -p PROMPT (in the chat app: /chats, /ctx, /think)")
         from ..tui.app import run_app
 
         return run_app(
@@ -84,11 +101,9 @@ def run(argv: list[str]) -> int:
             max_tokens=args.max_tokens,
             temperature=args.temp,
         )
-    if args.continue_chat:
-        raise UsageError("--continue reopens a chat in the chat app; it does not combine with -p")
     from .chat import one_shot
 
-    args.model = args.model or default_model
+    args.default_model = default_model  # args.model stays what --model said: a chat keeps its own
     return one_shot(args)
 
 

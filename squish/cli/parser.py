@@ -13,6 +13,9 @@ examples:
   squish                                   open the chat app
   squish --continue                        reopen the last chat in the app
   squish -p "What is the capital of France?"
+  squish -c -p "And of Italy?"             continue the last chat (its saved KV cache: no re-prefill)
+  squish --no-save --ctx 2048 -p "..."     answer without saving a chat, in a 2048-token context
+  squish chats                             saved chats; squish chats export 3 > chat.md
   echo "Summarize: ..." | squish --quiet -p -
   squish --json -p "Name a color" --temp 0 --max-tokens 16
   squish bench --quick                     squish against mlx_lm on this machine
@@ -54,7 +57,21 @@ def main_parser() -> Parser:
     )
     parser.add_argument("-p", "--prompt", help='answer PROMPT and exit ("-" reads standard input)')
     parser.add_argument(
-        "--continue", dest="continue_chat", action="store_true", help="reopen the last chat in the chat app"
+        "-c",
+        "--continue",
+        dest="continue_chat",
+        action="store_true",
+        help="continue the last chat (in the app, or with -p)",
+    )
+    parser.add_argument("--chat", type=int, metavar="ID", help="continue chat ID (squish chats lists them)")
+    parser.add_argument("--no-save", action="store_true", help="with -p: save neither the chat nor its KV cache")
+    parser.add_argument(
+        "--ctx", type=int, metavar="N", help="context size in tokens (default: the setting, else the model's window)"
+    )
+    parser.add_argument(
+        "--think",
+        choices=("on", "off"),
+        help="thinking models: let the model think first, or not (templates that take enable_thinking)",
     )
     parser.add_argument(
         "-m", "--model", help="catalog id, hub repo id or path (default: the configured default, else smollm2:135m)"
@@ -65,7 +82,7 @@ def main_parser() -> Parser:
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
     parser.add_argument("--seed", type=int, help="random seed (default: a new one, reported in the stats)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds before the request is stopped")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the answer")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the answer (no thinking, no stats)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the answer and stats")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details to stderr")
     parser.add_argument("--version", action="version", version=f"squish {__version__}")
@@ -78,6 +95,7 @@ def main_parser() -> Parser:
     agent.add_argument("--workspace", metavar="DIR", help="folder the tools work in (default: the current one)")
     parser.epilog = EXAMPLES + (
         "\ncommands:\n  bench    benchmark squish against mlx_lm (squish bench --help)\n"
+        "  chats    list saved chats, export one (squish chats --help)\n"
         "  models   list local and catalog models (squish models --help)\n"
         "  pull     download a model from the Hugging Face hub (squish pull --help)\n"
         "  rm       delete a downloaded model\n"
@@ -156,4 +174,29 @@ def rm_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("names", nargs="+", metavar="NAME", help="catalog id or hub repo id")
+    return parser
+
+
+CHATS_EXAMPLES = """\
+examples:
+  squish chats                      saved chats, the most recent first, with their KV cache size
+  squish chats --json
+  squish chats export 3             chat 3 as Markdown on stdout
+  squish chats export 3 --json -o chat3.json
+"""
+
+
+def chats_parser() -> Parser:
+    parser = Parser(
+        prog="squish chats",
+        description="The saved chats (the app's /chats, and every squish -p unless --no-save).",
+        epilog=CHATS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    commands = parser.add_subparsers(dest="command", parser_class=Parser)
+    export = commands.add_parser("export", help="write one chat as Markdown (default) or JSON")
+    export.add_argument("id", type=int, help="the chat's id (first column of squish chats)")
+    export.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    export.add_argument("-o", "--output", metavar="FILE", help="write FILE (never overwritten) instead of stdout")
     return parser

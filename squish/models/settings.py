@@ -1,4 +1,5 @@
-"""The user's settings in `<squish home>/config.json`: the default model and the first-run choice.
+"""The user's settings in `<squish home>/config.json`: the default model, the first-run choice,
+the context size and the disk limit of saved KV caches.
 
 A missing or unreadable file means the defaults (the embedded model, first run still to come);
 writes replace the file atomically so a crash never leaves half a config.
@@ -66,3 +67,26 @@ def record_first_run(choice: str, model: str | None, home: Path | None = None) -
 def first_run_choice(home: Path | None = None) -> dict | None:
     choice = load(home).get("first_run")
     return choice if isinstance(choice, dict) else None
+
+
+DEFAULT_KV_CACHE_GB = 2.0
+
+
+def kv_cache_limit_bytes(home: Path | None = None) -> int:
+    """Disk the chats' saved KV caches may use (`kv_cache_gb`, default 2 GB); the least recently
+    used are deleted first."""
+    value = load(home).get("kv_cache_gb", DEFAULT_KV_CACHE_GB)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        log.warning("ignoring kv_cache_gb=%r in %s: not a size in GB", value, config_path(home))
+        value = DEFAULT_KV_CACHE_GB
+    return int(value * 1e9)
+
+
+def context_size(home: Path | None = None) -> int | None:
+    """The remembered context size in tokens (`context_size`), or None for the model's window."""
+    value = load(home).get("context_size")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def set_context_size(tokens: int | None, home: Path | None = None) -> None:
+    update(home, context_size=tokens)

@@ -93,7 +93,10 @@ def export_markdown(chat: Chat, messages) -> str:
     if chat.system_prompt:
         lines += ["## System", "", chat.system_prompt, ""]
     for message in messages:
-        lines += [f"## {names.get(message.role, message.role)}", "", message.content, ""]
+        lines += [f"## {names.get(message.role, message.role)}", ""]
+        if getattr(message, "thinking", None):
+            lines += ["<details><summary>Thinking</summary>", "", message.thinking, "", "</details>", ""]
+        lines += [message.content, ""]
         if message.role == "assistant":
             footer, _ = footer_for(message.stats, message.finish_reason)
             if footer:

@@ -34,7 +34,8 @@ def test_json_from_stdin(home):
                   stdin=b"What is the capital of France?")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert set(out) == {"text", "model", "finish_reason", "stats"}
+    assert set(out) == {"text", "thinking", "model", "chat", "finish_reason", "stats", "notices"}
+    assert out["thinking"] == "" and isinstance(out["chat"], int) and out["notices"] == []
     assert "Paris" in out["text"] and out["model"] == "smollm2:135m"
     assert out["finish_reason"] == "stop"
     for key in ("ttft_ms", "prefill_tps", "decode_tps", "prompt_tokens", "generation_tokens", "peak_memory_gb"):

@@ -228,9 +228,9 @@ def test_a_context_size_below_the_minimum_is_refused_before_the_model(tiny_engin
 # Thinking models: a scripted model and a template the tests build (tests/helpers.py).
 
 
-def test_the_think_block_streams_apart_from_the_answer(scripted_engine):
+def test_the_think_block_streams_apart_from_the_answer(thinking_engine):
     request = ChatRequest(user("Say hello"), temperature=0, max_tokens=32, template_args={"enable_thinking": True})
-    result = scripted_engine.generate(request).collect()
+    result = thinking_engine.generate(request).collect()
     assert result.thinking == THOUGHT and result.text == ANSWER
     thinking = [e for e in result.events if isinstance(e, Thinking)]
     assert thinking and all("</think>" not in e.text for e in thinking)
@@ -239,17 +239,17 @@ def test_the_think_block_streams_apart_from_the_answer(scripted_engine):
     assert result.stats.thinking_ms > 0
 
 
-def test_thinking_off_renders_the_closed_block_and_the_model_answers_at_once(scripted_engine):
-    result = scripted_engine.generate(
+def test_thinking_off_renders_the_closed_block_and_the_model_answers_at_once(thinking_engine):
+    result = thinking_engine.generate(
         ChatRequest(user("Say hello"), temperature=0, max_tokens=32, template_args={"enable_thinking": False})
     ).collect()
     assert result.thinking == "" and result.text == ANSWER and result.stats.thinking_tokens == 0
 
 
-def test_the_model_info_says_which_templates_think(scripted_model, tiny_model):
+def test_the_model_info_says_which_templates_think(thinking_model, tiny_model):
     eng = Engine()
     try:
-        scripted = store.load(eng, str(scripted_model)).collect().loaded
+        scripted = store.load(eng, str(thinking_model)).collect().loaded
         plain = store.load(eng, str(tiny_model)).collect().loaded  # the embedded model's tokenizer and template
     finally:
         eng.shutdown()

@@ -21,12 +21,10 @@ def test_help_shows_continue(tmp_path):
     assert result.returncode == 0 and "--continue" in result.stdout
 
 
-def test_continue_does_not_combine_with_a_prompt(tmp_path):
+def test_continue_with_a_prompt_and_no_saved_chat_is_one_line(tmp_path):
     result = squish("--continue", "-p", "hi", home=tmp_path)
     assert result.returncode == 1
-    assert (
-        result.stderr.strip() == "squish: error: --continue reopens a chat in the chat app; it does not combine with -p"
-    )
+    assert result.stderr.strip() == "squish: error: no saved chat to continue: squish -p starts one"
     assert result.stdout == ""
 
 
@@ -38,10 +36,11 @@ def test_bad_settings_stop_the_app_before_it_starts(tmp_path):
 
 def test_an_unreadable_history_is_exit_2_with_one_line(tmp_path):
     (tmp_path / "history.db").write_bytes(b"garbage" * 1000)
-    result = squish(home=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith("squish: error: cannot open the chat history") and result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1
+    for args in ((), ("-p", "hi")):  # the app, and a one-shot answer that would be saved
+        result = squish(*args, home=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.startswith("squish: error: cannot open the chat history") and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_importing_the_app_module_loads_no_mlx(tmp_path):
