@@ -11,6 +11,7 @@
 
 #include "cpu.h"
 #include "fused.h"
+#include "ops.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "pool.h"
@@ -122,12 +123,19 @@ mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::S
   if (x.ndim() < 1 || weight.ndim() != 1 || weight.shape(0) != x.shape(-1))
     fail("weight must have shape (x.shape[-1],)");
   auto eval = [eps](const std::vector<mx::array>& in, std::vector<mx::array>& out, mx::Stream st) {
-    need_contiguous(in[0], "x");
+    need_contiguous(in[1], "weight");
     alloc(out[0]);
     const int D = in[0].shape(-1), rows = (int)(in[0].size() / D);
     mx::cpu::get_command_encoder(st).dispatch(
-        [x = in[0].data<float>(), w = in[1].data<float>(), y = out[0].data<float>(), D, rows, eps] {
+        [xa = in[0], w = in[1].data<float>(), y = out[0].data<float>(), D, rows, eps] {
           const Kernels& k = kernels();
+          thread_local std::vector<float> copy;
+          const float* x = xa.data<float>();
+          if (!xa.flags().row_contiguous) {
+            copy.resize(xa.size());
+            copy_strided(xa, copy.data());
+            x = copy.data();
+          }
           const int tasks = rows >= 16 ? 16 : 1;
           Pool::get().parallel_for(tasks, [&](int t) {
             for (int r = rows * t / tasks; r < rows * (t + 1) / tasks; ++r)

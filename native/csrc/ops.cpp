@@ -56,10 +56,9 @@ inline size_t align64(size_t n) {
   return (n + 63) / 64 * 64;
 }
 
-// Float rows of an array whose last axis has unit stride; other layouts are copied.
-const float* rows_of(const mx::array& a, Scratch& scratch) {
-  if (a.flags().row_contiguous) return a.data<float>();
-  float* dst = static_cast<float*>(scratch.get(a.size() * sizeof(float)));
+}  // namespace
+
+void copy_strided(const mx::array& a, float* dst) {
   const float* src = a.data<float>();
   const int nd = a.ndim();
   std::vector<int> idx(nd, 0);
@@ -73,6 +72,15 @@ const float* rows_of(const mx::array& a, Scratch& scratch) {
       idx[d] = 0;
     }
   }
+}
+
+namespace {
+
+// The float rows of a, in place when row-contiguous, else copied into scratch.
+const float* rows_of(const mx::array& a, Scratch& scratch) {
+  if (a.flags().row_contiguous) return a.data<float>();
+  float* dst = static_cast<float*>(scratch.get(a.size() * sizeof(float)));
+  copy_strided(a, dst);
   return dst;
 }
 

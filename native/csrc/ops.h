@@ -21,4 +21,7 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
                            const std::optional<mx::array>& residual = std::nullopt,
                            bool precise = true, mx::StreamOrDevice s = {});
 
+// Copies a float32 array of any layout into dst, row-major.
+void copy_strided(const mx::array& a, float* dst);
+
 }  // namespace sqn

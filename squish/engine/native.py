@@ -14,6 +14,7 @@ import logging
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
+from mlx_lm.models.cache import KVCache
 
 from .memory import backend_name
 
@@ -98,6 +99,22 @@ class NativeQuantizedEmbedding(nn.QuantizedEmbedding):
         return self._native.quantized_matmul(x, self.weight, self.scales, self.biases, self.group_size, self.bits)
 
 
+class NativeRMSNorm(nn.Module):
+    """nn.RMSNorm as one native node (stock MLX composes it from several on the CPU)."""
+
+    def __init__(self, layer: nn.RMSNorm, native):
+        super().__init__()
+        self.weight = layer.weight.astype(mx.float32)
+        self.eps = layer.eps
+        self._native = native
+        self.freeze()
+
+    def __call__(self, x):
+        if x.dtype != mx.float32:
+            return mx.fast.rms_norm(x, self.weight.astype(x.dtype), self.eps)
+        return self._native.rms_norm(x, self.weight, self.eps)
+
+
 def swap_quantized(model: nn.Module, native) -> int:
     """Replace every covered quantized layer in place; returns how many were replaced."""
     swaps = []
@@ -109,6 +126,12 @@ def swap_quantized(model: nn.Module, native) -> int:
     if swaps:
         model.update_modules(tree_unflatten(swaps))
     return len(swaps)
+
+
+def swap_norms(model: nn.Module, native) -> None:
+    swaps = [(name, NativeRMSNorm(m, native)) for name, m in model.named_modules() if type(m) is nn.RMSNorm]
+    if swaps:
+        model.update_modules(tree_unflatten(swaps))
 
 
 LLAMA_FAMILY = ("llama", "qwen2", "qwen3")
@@ -207,17 +230,14 @@ class NativeBlock(nn.Module):
         self.freeze()
 
     def __call__(self, x, mask=None, cache=None):
-        from mlx_lm.models.cache import KVCache
-
         if x.shape[0] != 1 or not (mask is None or isinstance(mask, str)):
             raise NotImplementedError("squish's native decoder layer runs batch 1 with causal masks only")
         if cache is not None and type(cache) is not KVCache:
             raise NotImplementedError(f"squish's native decoder layer needs mlx-lm's KVCache, not {type(cache).__name__}")
-        plan = self._plan
-        empty = mx.zeros((1, plan["kv_heads"], 0, plan["head_dim"]), dtype=mx.float32)
-        keys = values = empty
-        offset = 0
-        if cache is not None and cache.keys is not None:
+        if cache is None or cache.keys is None:
+            keys = values = mx.zeros((1, self._plan["kv_heads"], 0, self._plan["head_dim"]), dtype=mx.float32)
+            offset = 0
+        else:
             keys, values, offset = cache.keys, cache.values, cache.offset
             if keys.dtype != mx.float32:
                 keys, values = keys.astype(mx.float32), values.astype(mx.float32)
@@ -255,5 +275,6 @@ def prepare(model: nn.Module) -> str:
         return "cpu-reference"
     blocks = swap_blocks(model, native)
     if swap_quantized(model, native) == 0 and blocks == 0:
-        return "cpu-reference"
+        return "cpu-reference"  # a float model: stock MLX's matmuls, nothing to gain here
+    swap_norms(model, native)
     return f"cpu-native {native.isa()}"

@@ -43,6 +43,12 @@ def test_rms_norm_and_swiglu_match_mlx(each_isa):
         assert close(squish_native.swiglu(g, u), nn.silu(g) * u), name
 
 
+def test_rms_norm_reads_a_strided_view():
+    x, w = mx.random.normal((8, 6, 64)), mx.random.normal((64,))
+    view = x.transpose(1, 0, 2)  # last axis contiguous, rows not
+    assert close(squish_native.rms_norm(view, w, 1e-6), mx.fast.rms_norm(view, w, 1e-6))
+
+
 @pytest.mark.parametrize("traditional", [True, False])
 @pytest.mark.parametrize("dims", [64, 32])
 def test_rope_matches_mlx(each_isa, traditional, dims):
@@ -204,11 +210,15 @@ def test_non_finite_activations_reach_the_logits():
     assert not np.isfinite(np.array(out)).any()
 
 
-def test_an_uncovered_block_keeps_the_quantized_matmul_only():
-    fast = tiny("llama", mlp_bias=True)
+def test_an_uncovered_block_keeps_the_native_matmul_and_norms():
+    stock, fast = tiny("llama", mlp_bias=True), tiny("llama", mlp_bias=True)
     assert native.prepare(fast).startswith("cpu-native")
     assert not any(isinstance(b, native.NativeBlock) for b in fast.model.layers)
     assert isinstance(fast.model.layers[0].self_attn.q_proj, native.NativeQuantizedLinear)
+    assert isinstance(fast.model.layers[0].input_layernorm, native.NativeRMSNorm)
+    toks = tokens(6, seed=5)
+    ref = np.array(stock(toks))
+    assert np.abs(np.array(fast(toks)) - ref).max() < 2e-3 * np.abs(ref).max()
 
 
 def test_layer_contracts():
