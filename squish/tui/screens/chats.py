@@ -1,4 +1,4 @@
-"""/chats: saved chats to resume, rename and delete."""
+"""/chats: saved chats to resume, rename and delete, with the size of each one's saved KV cache."""
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -7,7 +7,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ...engine import prompt_cache
 from ...history import Chat, History, HistoryError
+from ...models.pull import human_size
 
 
 def age(seconds: float) -> str:
@@ -62,15 +64,23 @@ class ChatsScreen(Screen[int | None]):
         options = self.query_one(OptionList)
         options.clear_options()
         now = self.history.clock()
+        sizes = prompt_cache.usage(self.history.kv_dir)
         for chat in self.chats:
             mark = "● " if chat.id == self.current else "  "
             count = f"{chat.message_count} message" + ("" if chat.message_count == 1 else "s")
             detail = f"{count} · {chat.model or 'default model'} · {age(now - chat.updated)}"
+            cache = sizes.get(self.history.cache_path(chat.id).stem)
+            if cache:
+                detail += f" · KV cache {human_size(cache)}"
             options.add_option(Option(f"{mark}{chat.title or '(untitled)'}\n    {detail}", id=str(chat.id)))
         if self.chats:
             ids = [chat.id for chat in self.chats]
             options.highlighted = ids.index(highlight) if highlight in ids else 0
-        self._hint("Enter resumes · r renames · d deletes · Esc goes back" if self.chats else "No saved chats yet.")
+        total = sum(sizes.values())
+        kept = f" · saved KV caches {human_size(total)}" if total else ""
+        self._hint(
+            f"Enter resumes · r renames · d deletes · Esc goes back{kept}" if self.chats else "No saved chats yet."
+        )
 
     def _hint(self, text: str, confirm: bool = False) -> None:
         hint = self.query_one(".hint", Static)
@@ -131,6 +141,7 @@ class ChatsScreen(Screen[int | None]):
             return
         self._confirm_delete = None
         self.history.delete_chat(chat.id)
+        prompt_cache.remove(self.history.cache_path(chat.id))
         self.notify(f"deleted “{chat.title or '(untitled)'}”")
         self.refresh_list()
 

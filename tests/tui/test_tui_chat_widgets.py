@@ -1,0 +1,40 @@
+"""Chat-app widgets in small host apps: the chats screen's saved KV cache sizes."""
+
+from textual.app import App
+from textual.widgets import OptionList, Static
+
+from squish.history import History
+from squish.tui.screens.chats import ChatsScreen
+
+
+def write_cache(history: History, chat_id: int, size: int) -> None:
+    """A cache pair as squish/engine/prompt_cache.py leaves it (only the sizes matter here)."""
+    path = history.cache_path(chat_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    path.with_suffix(".json").write_text("{}")
+
+
+async def test_chats_show_their_saved_kv_cache_and_deleting_a_chat_deletes_it(tmp_path, wait_until):
+    history = History(tmp_path / "history.db")
+    cached, plain = history.create_chat("m"), history.create_chat("m")
+    for chat in (cached, plain):
+        history.add_message(chat.id, "user", f"chat {chat.id}")
+    write_cache(history, cached.id, 3_000_000)
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(ChatsScreen(history, None))
+
+    app = Host()
+    async with app.run_test() as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatsScreen))
+        options = app.screen.query_one(OptionList)
+        rows = {str(options.get_option_at_index(i).id): str(options.get_option_at_index(i).prompt) for i in range(2)}
+        assert "KV cache 3.0 MB" in rows[str(cached.id)] and "KV cache" not in rows[str(plain.id)]
+        assert "saved KV caches 3.0 MB" in str(app.screen.query_one(".hint", Static).render())
+        options.highlighted = [c.id for c in app.screen.chats].index(cached.id)
+        await pilot.press("d", "d")
+        await wait_until(pilot, lambda: history.chat(cached.id) is None)
+    assert not history.cache_path(cached.id).exists() and not history.cache_path(cached.id).with_suffix(".json").exists()
+    history.close()
