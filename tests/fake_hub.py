@@ -3,12 +3,15 @@
 The fake hub is a real HTTP server on 127.0.0.1 that answers the way huggingface.co does for
 the calls squish and huggingface_hub make:
 - GET  /api/models/{repo}[/revision/{rev}]?blobs=true: id, sha, siblings with size, blobId, lfs;
+- GET  /api/models/{repo}/tree/{rev}: the file list snapshot_download (and so mlx_lm) reads;
 - HEAD and GET /{repo}/resolve/{rev}/{file}: X-Repo-Commit, ETag, Content-Length,
   Accept-Ranges; LFS files answer 302 with X-Linked-Size / X-Linked-Etag to /cdn/{sha256}, like
   the hub's redirect to its CDN; Range requests get 206 (or 416 past the end);
 - unknown repos and files: 404 with X-Error-Code RepoNotFound / EntryNotFound.
-Faults for the tests: throttling, a connection dropped after N bytes, bytes that differ from the
-advertised hash, and sizes claimed larger than the files.
+Faults for the tests: throttling, a connection dropped after N bytes, a pause in the middle of a
+body, 5xx answers, bytes that differ from the advertised hash, and sizes claimed larger than the files.
+WIDE_REPO is the tiny model with a wide MLP (12.7 MB shards): huggingface_hub reads bodies in
+10 MiB chunks, so only a file past 10 MiB can stop, and resume, in its middle.
 Import the fixtures into a test module with `from fake_hub import ...`.
 """
 
@@ -25,10 +28,12 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
-from helpers import SQUISH, squish_env
+from helpers import SQUISH, hf_cache_of, squish_env  # noqa: F401 (hf_cache_of: for the tests)
 
 TINY_REPO = "test-org/tiny-llama"
 HUGE_REPO = "test-org/huge-llama"
+WIDE_REPO = "test-org/wide-llama"
+CHUNK = 10 * 1024 * 1024  # huggingface_hub's download chunk: bytes reach the file 10 MiB at a time
 COMMIT = "3b1c0f7e9a2d4c6b8e0f1a3c5e7b9d1f2a4c6e8b"
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -67,12 +72,13 @@ def build_tokenizer() -> tuple[str, dict, int]:
     return tokenizer.to_str(), config, tokenizer.get_vocab_size()
 
 
-def build_tiny_repo(seed: int = 0) -> dict[str, bytes]:
-    """The files of a 2-layer llama with random float16 weights in two shards, as a hub repo holds them."""
+def build_tiny_repo(seed: int = 0, inter: int = 256) -> dict[str, bytes]:
+    """The files of a 2-layer llama with random float16 weights in two shards, as a hub repo holds them
+    (`inter`, the MLP width: 16384 makes each shard 12.7 MB, a file to stop in the middle of)."""
     from safetensors.numpy import save
 
     tokenizer_json, tokenizer_config, vocab = build_tokenizer()
-    hidden, inter, layers, heads, kv_heads = 128, 256, 2, 4, 2
+    hidden, layers, heads, kv_heads = 128, 2, 4, 2
     head_dim = hidden // heads
     config = {
         "architectures": ["LlamaForCausalLM"],
@@ -158,9 +164,9 @@ class FakeHub:
         self.throttle_s = 0.0  # pause between 16 kB chunks
         self.drop_after: dict[str, int] = {}  # file name -> close the connection after this many bytes, once
         self.broken_at: dict[str, int] = {}  # file name -> every response stops at this offset of the file
-        self.failing: dict[str, int] = {}  # file name -> answer its bytes with this HTTP status (503)
-        self.stalled_at: dict[str, int] = {}  # file name -> every response goes quiet at this offset
-        self.stall_s = 30.0  # how long a stalled response holds the connection before closing it
+        # file name -> (offset, seconds or an Event to wait for, 30 s at most): the body stalls there, once
+        self.pause_at: dict[str, tuple[int, float | threading.Event]] = {}
+        self.fail_with: dict[str, list[int]] = {}  # file name -> statuses answered, one per GET of it, before its bytes
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
         self.server.daemon_threads = True
@@ -219,6 +225,11 @@ class FakeHub:
                     hub.requests.append((self.command, path, self.headers.get("Range")))
                 if path.startswith("/api/models/"):
                     return self.model_info(path[len("/api/models/") :], head)
+                with hub.lock:
+                    statuses = hub.fail_with.get(path.rpartition("/")[2]) if self.command == "GET" else None
+                    status = statuses.pop(0) if statuses else None
+                if status is not None:
+                    return self.reply(status, {"Content-Type": "application/json"}, b'{"error": "unavailable"}')
                 if path.startswith("/cdn/"):
                     return self.cdn(path[len("/cdn/") :], head)
                 if "/resolve/" in path:
@@ -226,6 +237,8 @@ class FakeHub:
                 self.not_found("RepoNotFound", head)
 
             def model_info(self, rest: str, head: bool) -> None:
+                if "/tree/" in rest:
+                    return self.tree(rest.split("/tree/")[0], head)
                 repo_id = rest.split("/revision/")[0]
                 repo = hub.repos.get(repo_id)
                 if repo is None:
@@ -239,6 +252,19 @@ class FakeHub:
                     siblings.append(entry)
                 body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": repo.sha, "siblings": siblings})
                 self.reply(200, {"Content-Type": "application/json"}, body.encode(), head)
+
+            def tree(self, repo_id: str, head: bool) -> None:
+                """The file list snapshot_download reads (what mlx_lm.load pulls with)."""
+                repo = hub.repos.get(repo_id)
+                if repo is None:
+                    return self.not_found("RepoNotFound", head)
+                entries = []
+                for name, data in sorted(repo.files.items()):
+                    entry = {"type": "file", "path": name, "size": len(data), "oid": repo.git_oid(name)}
+                    if repo.is_lfs(name):
+                        entry["lfs"] = {"oid": repo.sha256(name), "size": len(data), "pointerSize": 134}
+                    entries.append(entry)
+                self.reply(200, {"Content-Type": "application/json"}, json.dumps(entries).encode(), head)
 
             def resolve(self, path: str, head: bool) -> None:
                 repo_id, _, rest = path.lstrip("/").partition("/resolve/")
@@ -270,9 +296,6 @@ class FakeHub:
                 self.send_file(repo, name, head, {"ETag": f'"{repo.sha256(name)}"'})
 
             def send_file(self, repo: Repo, name: str, head: bool, headers: dict) -> None:
-                if name in hub.failing:
-                    body = json.dumps({"error": "the hub is having a bad day"}).encode()
-                    return self.reply(hub.failing[name], {"Content-Type": "application/json"}, body, head)
                 data = repo.served_content.get(name, repo.files[name])
                 start, status = 0, 200
                 if (wanted := self.headers.get("Range")) is not None:
@@ -293,13 +316,10 @@ class FakeHub:
                     limit = hub.drop_after.pop(name, None)
                 if name in hub.broken_at:
                     limit = max(0, hub.broken_at[name] - start)
-                stall = hub.stalled_at.get(name)
-                if stall is not None:
-                    limit = max(0, stall - start)
+                with hub.lock:
+                    pause = hub.pause_at.pop(name, None)
                 sent = 0
                 if limit == 0:
-                    if stall is not None:
-                        time.sleep(hub.stall_s)
                     self.close_connection = True
                     return
                 for offset in range(0, len(body), 16384):
@@ -315,10 +335,11 @@ class FakeHub:
                     with hub.lock:
                         hub.served[name] = hub.served.get(name, 0) + len(chunk)
                     if limit is not None and sent >= limit:
-                        if stall is not None:
-                            time.sleep(hub.stall_s)  # quiet, connection open: the client's read times out
                         self.close_connection = True
                         return
+                    if pause is not None and start + sent >= pause[0]:
+                        pause[1].wait(30) if isinstance(pause[1], threading.Event) else time.sleep(pause[1])
+                        pause = None
                     if hub.throttle_s:
                         time.sleep(hub.throttle_s)
 
@@ -330,11 +351,17 @@ def tiny_repo_files() -> dict[str, bytes]:
     return build_tiny_repo()
 
 
+@pytest.fixture(scope="session")
+def wide_repo_files() -> dict[str, bytes]:
+    return build_tiny_repo(inter=16384)
+
+
 @pytest.fixture
-def fake_hub(tiny_repo_files):
-    """A fresh hub serving the tiny model, and a huge one whose weights cannot fit any disk."""
+def fake_hub(tiny_repo_files, wide_repo_files):
+    """A fresh hub serving the tiny model, the wide one, and a huge one whose weights cannot fit any disk."""
     with FakeHub() as hub:
         hub.repos[TINY_REPO] = Repo(dict(tiny_repo_files))
+        hub.repos[WIDE_REPO] = Repo(dict(wide_repo_files))
         hub.repos[HUGE_REPO] = Repo(dict(tiny_repo_files), claimed_sizes={"model-00001-of-00002.safetensors": 10**16})
         yield hub
 

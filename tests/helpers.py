@@ -78,10 +78,19 @@ def build_tiny_model(
     return path
 
 
+def hf_cache_of(home: Path) -> Path:
+    """The Hugging Face cache of a test's squish home: subprocesses get it through HF_HOME and
+    HF_HUB_CACHE, in-process calls as `hf_cache=`, so no test reads or writes the user's own."""
+    return home / "hf" / "hub"
+
+
 def squish_env(home: Path, endpoint: str | None = None, **extra: str) -> dict:
-    """The environment for a squish subprocess: its own home, UTF-8, and the hub at `endpoint`."""
+    """The environment for a squish subprocess: its own home and Hugging Face cache, UTF-8, and the
+    hub at `endpoint`."""
     env = {**os.environ, "SQUISH_HOME": str(home), "PYTHONIOENCODING": "utf-8", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    env.pop("HF_HUB_OFFLINE", None)
+    env.update({"HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(hf_cache_of(home))})
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT"):
+        env.pop(name, None)
     if endpoint is not None:
         env["HF_ENDPOINT"] = endpoint
     env.update(extra)

@@ -13,7 +13,7 @@ from .parser import models_parser, pull_parser, rm_parser
 
 
 def size(nbytes: float) -> str:
-    from ..models.pull import human_size
+    from ..models.store import human_size
 
     return human_size(nbytes)
 
@@ -50,6 +50,9 @@ def configured_default() -> str | None:
         )
         return None
     return name
+
+
+SOURCES = {"embedded": "squish package", "squish": "squish pull", "hf-cache": "HF cache, another tool"}
 
 
 def models(argv: list[str]) -> int:
@@ -92,7 +95,7 @@ def models(argv: list[str]) -> int:
     print("local models")
     print(
         table(
-            ["NAME", "SIZE", "QUANT", "RAM (est.)", "LAST USED"],
+            ["NAME", "SIZE", "QUANT", "RAM (est.)", "LAST USED", "FROM"],
             [
                 [
                     m.name + (" (embedded)" if m.embedded else ""),
@@ -100,6 +103,7 @@ def models(argv: list[str]) -> int:
                     m.quantization,
                     size(m.ram_bytes),
                     ago(m.last_used),
+                    SOURCES[m.source] + ("" if m.verified else ", verified on first load"),
                 ]
                 for m in local
             ],
@@ -204,7 +208,11 @@ def pull(argv: list[str]) -> int:
 
     say = (lambda *a: None) if args.quiet or args.json else print
     display, _ = hub.identify(args.name)
-    ready = hub.ready_dir(args.name)
+
+    def verifying(path) -> None:
+        say(f"{display} is in the Hugging Face cache ({path}): checking every file before it is used")
+
+    ready = hub.ready_dir(args.name, before_verify=verifying)
     if ready is not None:
         say(f"{display} is already downloaded: {ready}")
         return 0
@@ -229,7 +237,7 @@ def pull(argv: list[str]) -> int:
         target = hub.download(plan, progress=view)
     except (KeyboardInterrupt, hub.Cancelled):
         view.stop()
-        kept = hub.present_bytes(plan.staging, plan.revision, plan.files)
+        kept = hub.present_bytes(plan)
         print(f"squish: pull stopped; {size(kept)} kept, run `squish pull {args.name}` to resume", file=sys.stderr)
         return 130
     finally:
@@ -249,6 +257,18 @@ def same_model(a: str, b: str) -> bool:
         return a == b
 
 
+def confirm(question: str, yes: bool) -> bool:
+    """`--yes`, or the user's y on a terminal; no without a terminal to ask on."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def rm(argv: list[str]) -> int:
     args = rm_parser().parse_args(argv)
     from ..errors import ModelNotFound
@@ -257,14 +277,44 @@ def rm(argv: list[str]) -> int:
     code = 0
     for name in args.names:
         try:
-            removed = store.remove(name)
+            removal = store.removal(name)
         except ModelNotFound as exc:
             print(f"squish: error: {exc}", file=sys.stderr)
             code = 1
             continue
-        print(f"removed {name}: {', '.join(str(p) for p in removed)}")
+        others = False
+        if removal.others:
+            print(
+                f"{name}: the Hugging Face cache holds {len(removal.others)} revision(s) that another tool put "
+                f"there (or that hold files squish did not fetch): {', '.join(c[:12] for c in removal.others)}"
+            )
+            others = args.yes or (not args.dry_run and confirm("delete them too?", args.yes))
+            if not others:
+                print("  they stay" + ("" if sys.stdin.isatty() else " (squish rm --yes deletes them)"))
+        if not removal.deletes(others):
+            print(f"squish: error: nothing of {name} deleted", file=sys.stderr)
+            code = 1
+            continue
+        print(f"{'would remove' if args.dry_run else 'removing'} {name}:")
+        for line in removal.describe(others):
+            print(f"  {line}")
+        if args.dry_run:
+            continue
+        removal.execute(others)
+        print(f"removed {name}")
         default = settings.default_model()
-        if default is not None and same_model(default, name):
+        if default is not None and same_model(default, name) and not still_here(name):
             settings.set_default_model(None)
             print(f"the default model is {store.EMBEDDED_NAME} again")
     return code
+
+
+def still_here(name: str) -> bool:
+    from ..errors import SquishError
+    from ..models import store
+
+    try:
+        store.resolve(name)
+    except SquishError:
+        return False
+    return True

@@ -169,11 +169,19 @@ def pull_parser() -> Parser:
 def rm_parser() -> Parser:
     parser = Parser(
         prog="squish rm",
-        description="Delete downloaded models (and partial downloads of them).",
-        epilog="examples:\n  squish rm qwen2.5:1.5b\n",
+        description=(
+            "Delete downloaded models (and partial downloads of them). What squish pulled goes; a revision "
+            "another tool put in the Hugging Face cache goes only if you agree (asked on a terminal, or --yes); "
+            "files other revisions still link to stay."
+        ),
+        epilog="examples:\n  squish rm qwen2.5:1.5b\n  squish rm --dry-run mlx-community/Qwen3-4B-4bit\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("names", nargs="+", metavar="NAME", help="catalog id or hub repo id")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+    parser.add_argument(
+        "-y", "--yes", action="store_true", help="also delete revisions another tool put in the Hugging Face cache"
+    )
     return parser
 
 

@@ -1,48 +1,43 @@
-"""Model downloads from the Hugging Face hub: plan, disk check, resumable download, verification.
+"""Model downloads from the Hugging Face hub into its cache: plan, disk check, resumable download, verification.
 
 A pull runs in three steps, none of them on the engine thread (this is plain Python networking,
-no MLX):
+no MLX), all through huggingface_hub:
 
-1. `fetch_plan` reads the repo's file list with sizes (`model_info(files_metadata=True)`) and its
-   config.json (in memory), and estimates disk and RAM. Nothing is written.
+1. `fetch_plan` reads the repo's file list with sizes and hashes (`model_info(files_metadata=True)`)
+   and its config.json (in memory), and estimates disk and RAM. Nothing is written.
 2. `download` refuses when the disk cannot hold the rest of the download plus a margin, then
-   fetches each file into `<models>/.<repo>.partial/` as `<file>.part`, resuming from the bytes
-   already there with an HTTP Range request. Ctrl+C, `cancel` or a network failure leave the
-   staging directory in place; the next pull continues it.
-3. It verifies every file (present, size, sha256 for LFS files, safetensors headers, config and
-   tokenizer), writes the `squish.json` manifest last and renames the staging directory to the
-   model directory: a model is listed and loaded only when it is complete and verified.
+   brings each file into the Hugging Face cache (squish.models.cache): an LFS file's bytes go to
+   `blobs/<sha256>.incomplete` with huggingface_hub's `http_get`, resumed from the bytes already
+   there, and become the blob once their sha256 matches the hub's; `hf_hub_download` then links
+   the blob into the snapshot (and fetches the small non-LFS files itself). Ctrl+C, `cancel` (a
+   `tqdm_class` that raises) or a network failure leave the bytes in place; the next pull goes on.
+3. It verifies the snapshot (every file's size and hash, safetensors headers, index, config,
+   tokenizer), points `refs/main` at the commit and writes squish's marker: a model is listed
+   and loaded only when it is complete and verified.
 
+Retries are huggingface_hub's: metadata calls on 429/5xx and time-outs, a body cut by a time-out
+or a dropped connection resumed up to 5 times; squish adds retries of a file answered with 5xx.
 The endpoint is `HF_ENDPOINT` (huggingface_hub's default) unless a caller passes one.
 """
 
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EngineFailure, ModelError, ModelNotFound, SquishError, UserError
-from . import catalog, hardware, store
+from ..errors import EngineFailure, ModelError, ModelNotFound, UserError
+from . import cache, catalog, hardware, store
+from .store import human_size
+# Cancelled, PullProgress, human_size and reason are what a pull's callers meet: they come from here too.
+from .transfer import Cancelled, PullProgress, Tracker, again_on_5xx, hub_errors, progress_bar, transfer_errors
+from .transfer import reason  # noqa: F401
 
-WANTED_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".tiktoken", ".jinja")
-PROGRESS_INTERVAL_S = 0.1
-SPEED_WINDOW_S = 5.0
-RETRIES = 3  # transport failures in a row, per file, before giving up (each one resumes)
+WANTED_SUFFIXES = cache.HASHED_SUFFIXES
 TIMEOUT_S = 30.0
-
-
-class Cancelled(SquishError):
-    """The user stopped the download; what arrived is kept for the next pull."""
-
-    exit_code = 130
 
 
 class InsufficientDisk(UserError):
@@ -54,6 +49,12 @@ class RemoteFile:
     name: str
     size: int
     sha256: str | None = None  # LFS files: the hub's content hash
+    blob_id: str | None = None  # git's blob id: what the cache names a non-LFS file's blob
+
+    @property
+    def etag(self) -> str:
+        """The blob's name in the Hugging Face cache."""
+        return self.sha256 or self.blob_id or ""
 
 
 @dataclass
@@ -63,12 +64,22 @@ class Plan:
     revision: str  # the commit every file is fetched from
     files: list[RemoteFile]
     ram: catalog.RamEstimate
-    target: Path
-    staging: Path
-    present_bytes: int  # already downloaded by an interrupted pull of the same commit
+    cache: Path  # the Hugging Face cache
+    records: Path  # squish's records beside it (store.hf_records)
+    present_bytes: int  # already in the cache: other revisions' blobs, an interrupted pull's bytes
     free_disk_bytes: int
+    ref: str = "main"
     experimental: bool = False
     config: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def repo_dir(self) -> Path:
+        return cache.repo_path(self.repo, self.cache)
+
+    @property
+    def target(self) -> Path:
+        """The snapshot the model is loaded from once it is ready."""
+        return self.repo_dir / "snapshots" / self.revision
 
     @property
     def total_bytes(self) -> int:
@@ -91,6 +102,7 @@ class Plan:
             "name": self.name,
             "repo": self.repo,
             "revision": self.revision,
+            "target": str(self.target),
             "files": [{"name": f.name, "size": f.size} for f in self.files],
             "download_bytes": self.total_bytes,
             "present_bytes": self.present_bytes,
@@ -112,16 +124,6 @@ class Plan:
         return data
 
 
-@dataclass(frozen=True)
-class PullProgress:
-    phase: str  # download, verify or done
-    file: str
-    done_bytes: int
-    total_bytes: int
-    speed_bps: float
-    eta_s: float | None
-
-
 def identify(name: str) -> tuple[str, str]:
     """(display name, hub repo) for a catalog id or repo id, without the network."""
     entry = catalog.find(name)
@@ -139,49 +141,37 @@ def identify(name: str) -> tuple[str, str]:
     raise UserError(f"{name!r} is neither a catalog id (such as qwen3:4b) nor a hub repo id (owner/name)")
 
 
-def ready_dir(name: str, home: Path | None = None) -> Path | None:
-    """The model directory if `name` was already pulled; never touches the network."""
-    _, repo = identify(name)
-    target = store.model_dir_for(repo, home)
-    return target if store.read_manifest(target) is not None else None
+def ready_dir(
+    name: str,
+    home: Path | None = None,
+    hf_cache: Path | None = None,
+    before_verify: Callable[[Path], None] | None = None,
+) -> Path | None:
+    """The model's directory if `name` is here and verified; never touches the network.
+
+    A model another tool put in the Hugging Face cache is verified here first (every file against
+    its hash: `before_verify(path)` is called before that starts); one that fails is not ready,
+    and pulling it fetches what is missing or damaged.
+    """
+    identify(name)
+    try:
+        ref = store.resolve(name, home, hf_cache)
+    except ModelNotFound:
+        return None
+    if not store.verified(ref, home):
+        if before_verify is not None:
+            before_verify(ref.path)
+        try:
+            store.verify(ref, home)
+        except ModelError:
+            return None
+    return ref.path
 
 
 def endpoint_url(endpoint: str | None) -> str:
     from huggingface_hub import constants
 
     return (endpoint or constants.ENDPOINT).rstrip("/")
-
-
-def reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text and text[0] else type(exc).__name__
-
-
-@contextmanager
-def hub_errors(name: str, endpoint: str):
-    """Turn huggingface_hub and transport errors into squish errors with one clear line."""
-    import httpx2
-    from huggingface_hub import errors
-
-    try:
-        yield
-    except SquishError:
-        raise
-    except errors.GatedRepoError:
-        raise UserError(f"{name} is gated on the hub: accept its license there and set HF_TOKEN") from None
-    except errors.RepositoryNotFoundError:
-        raise ModelNotFound(f"{name} was not found on the hub at {endpoint} (or it is private: set HF_TOKEN)") from None
-    except errors.RevisionNotFoundError:
-        raise ModelNotFound(f"{name}: revision not found on the hub") from None
-    except errors.OfflineModeIsEnabled:
-        raise EngineFailure(f"offline (HF_HUB_OFFLINE is set): cannot download {name}") from None
-    except errors.HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise EngineFailure(f"the hub at {endpoint} answered HTTP {status} for {name}") from None
-    except (httpx2.HTTPError, ConnectionError) as exc:
-        raise EngineFailure(f"cannot reach the hub at {endpoint}: {reason(exc)}") from None
-    except OSError as exc:
-        raise EngineFailure(f"download of {name} failed: {reason(exc)}") from None
 
 
 def hub_headers() -> dict:
@@ -202,7 +192,13 @@ def wanted(filename: str) -> bool:
     return filename.endswith(WANTED_SUFFIXES) and not filename.startswith(".") and "/" not in filename
 
 
-def fetch_plan(name: str, home: Path | None = None, endpoint: str | None = None, revision: str = "main") -> Plan:
+def fetch_plan(
+    name: str,
+    home: Path | None = None,
+    endpoint: str | None = None,
+    revision: str = "main",
+    hf_cache: Path | None = None,
+) -> Plan:
     """What pulling `name` takes: files and sizes from the hub, disk and RAM. Writes nothing."""
     from huggingface_hub import constants
 
@@ -224,12 +220,15 @@ def fetch_plan(name: str, home: Path | None = None, endpoint: str | None = None,
             size = sibling.lfs.size if sibling.lfs else sibling.size
             if size is None:
                 raise EngineFailure(f"the hub at {endpoint} did not report the size of {sibling.rfilename}")
-            files.append(RemoteFile(sibling.rfilename, int(size), sibling.lfs.sha256 if sibling.lfs else None))
+            sha256 = sibling.lfs.sha256 if sibling.lfs else None
+            files.append(RemoteFile(sibling.rfilename, int(size), sha256, sibling.blob_id))
         names = {f.name for f in files}
         if "config.json" not in names:
             raise UserError(f"{repo} has no config.json: it is not a model squish can run")
         if not any(n.endswith(".safetensors") for n in names):
             raise UserError(f"{repo} has no .safetensors weights: squish runs MLX models (try an mlx-community build)")
+        if not all(f.etag for f in files):
+            raise EngineFailure(f"the hub at {endpoint} did not report the hashes of {repo}'s files")
         commit = info.sha or revision
         response = get_session().get(
             file_url(repo, "config.json", commit, endpoint), headers=hub_headers(), timeout=TIMEOUT_S
@@ -240,71 +239,37 @@ def fetch_plan(name: str, home: Path | None = None, endpoint: str | None = None,
     except ValueError as exc:
         raise ModelError(f"{repo}'s config.json is not valid JSON: {exc}") from None
     weights = sum(f.size for f in files if f.name.endswith(".safetensors"))
-    target, staging = store.model_dir_for(repo, home), store.staging_dir_for(repo, home)
+    root = cache.hf_cache(hf_cache)
     entry = catalog.find(display)
+    files.sort(key=lambda f: (f.name.endswith(".safetensors"), f.name))
     return Plan(
         name=display,
         repo=repo,
         revision=commit,
-        files=sorted(files, key=lambda f: (f.name.endswith(".safetensors"), f.name)),
+        files=files,
         ram=catalog.estimate_from_config(config, weights),
-        target=target,
-        staging=staging,
-        present_bytes=present_bytes(staging, commit, files),
-        free_disk_bytes=hardware.free_disk_bytes(store.models_dir(home)),
+        cache=root,
+        records=store.hf_records(home),
+        present_bytes=cache.present_bytes(cache.repo_path(repo, root), commit, listed(files)),
+        free_disk_bytes=hardware.free_disk_bytes(root),
+        ref=revision,
         experimental=entry is not None and entry.experimental,
         config=config,
     )
 
 
-def present_bytes(staging: Path, revision: str, files: list[RemoteFile]) -> int:
-    """Bytes an interrupted pull of the same commit left in the staging directory."""
-    if store.read_pull_state(staging).get("revision") != revision:
-        return 0
-    total = 0
-    for f in files:
-        for path in (staging / f.name, staging / f"{f.name}.part"):
-            if path.is_file():
-                total += min(path.stat().st_size, f.size)
-                break
-    return total
+def listed(files: list[RemoteFile]) -> list[tuple[str, int, str]]:
+    return [(f.name, f.size, f.etag) for f in files]
 
 
-class Tracker:
-    """Bytes done across the whole pull, the speed over the last seconds, and throttled reports."""
-
-    def __init__(self, total: int, done: int, report: Callable[[PullProgress], None] | None):
-        self.total, self.done, self.report = total, done, report
-        self.samples: deque = deque([(time.monotonic(), 0)])
-        self.session_bytes = 0
-        self.last_report = 0.0
-
-    def advance(self, nbytes: int, filename: str, force: bool = False) -> None:
-        self.done += nbytes
-        self.session_bytes += nbytes
-        now = time.monotonic()
-        self.samples.append((now, self.session_bytes))
-        while len(self.samples) > 2 and now - self.samples[0][0] > SPEED_WINDOW_S:
-            self.samples.popleft()
-        if self.report is not None and (force or now - self.last_report >= PROGRESS_INTERVAL_S):
-            self.last_report = now
-            self.report(self.progress("download", filename))
-
-    def speed(self) -> float:
-        (t0, b0), (t1, b1) = self.samples[0], self.samples[-1]
-        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
-
-    def progress(self, phase: str, filename: str) -> PullProgress:
-        speed = self.speed()
-        remaining = self.total - self.done
-        eta = remaining / speed if speed > 0 else (0.0 if remaining <= 0 else None)
-        return PullProgress(phase, filename, self.done, self.total, speed, eta)
+def present_bytes(plan: Plan) -> int:
+    """Bytes of the plan's files in the cache now (counted again, e.g. after Ctrl+C)."""
+    return cache.present_bytes(plan.repo_dir, plan.revision, listed(plan.files))
 
 
 @contextmanager
-def pull_lock(staging: Path, name: str):
-    """One pull per model at a time: a second one is refused instead of sharing the .part files."""
-    lock_path = staging.with_name(staging.name + ".lock")
+def pull_lock(lock_path: Path, name: str):
+    """One squish pull per model at a time: a second one is refused instead of sharing the partial files."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         with lock_path.open("a") as handle:
@@ -325,21 +290,46 @@ def pull_lock(staging: Path, name: str):
             return
 
 
+def lock_path(plan: Plan) -> Path:
+    return plan.records / cache.repo_folder(plan.repo) / "pull.lock"
+
+
 def check_disk(plan: Plan) -> None:
     if not plan.disk_ok:
         raise InsufficientDisk(
             f"not enough disk for {plan.name}: it needs {human_size(plan.remaining_bytes)} plus a "
             f"{human_size(plan.disk_needed_bytes - plan.remaining_bytes)} margin, "
-            f"{human_size(plan.free_disk_bytes)} is free in {plan.target.parent}"
+            f"{human_size(plan.free_disk_bytes)} is free in {plan.cache}"
         )
 
 
-def human_size(nbytes: float) -> str:
-    if nbytes >= 1e9:
-        return f"{nbytes / 1e9:.2f} GB"
-    if nbytes >= 1e6:
-        return f"{nbytes / 1e6:.1f} MB"
-    return f"{nbytes / 1e3:.1f} kB"
+def start_state(plan: Plan) -> dict:
+    """The pull's record: the files and whether this pull created the snapshot (then it is squish's).
+
+    A record of another commit means the repo changed on the hub: the partial bytes of files that
+    changed are dropped, those of unchanged files (same blob) are kept.
+    """
+    state = cache.read_state(plan.records, plan.repo)
+    if state.get("revision") == plan.revision:
+        created = bool(state.get("created"))
+        hashed = list(state.get("hashed", []))
+    else:
+        keep = {f.etag for f in plan.files}
+        for _, _, etag in state.get("files", []):
+            if etag not in keep:
+                (plan.repo_dir / "blobs" / f"{etag}.incomplete").unlink(missing_ok=True)
+        created, hashed = not plan.target.exists(), []
+    state = {
+        "name": plan.name,
+        "repo": plan.repo,
+        "revision": plan.revision,
+        "total_bytes": plan.total_bytes,
+        "files": listed(plan.files),
+        "created": created,
+        "hashed": hashed,  # etags already checked, so a resumed pull does not hash them again
+    }
+    cache.write_state(plan.records, plan.repo, state)
+    return state
 
 
 def download(
@@ -348,143 +338,147 @@ def download(
     cancel: threading.Event | None = None,
     endpoint: str | None = None,
 ) -> Path:
-    """Fetch, verify and install the planned model; returns its ready directory.
+    """Fetch, verify and install the planned model into the Hugging Face cache; returns its snapshot.
 
     Refuses before writing a byte when the disk is too small. Raises `Cancelled` when `cancel`
-    is set, `EngineFailure` when the network fails (the partial download stays for resuming) and
-    `ModelError` when a file fails verification (that file is deleted so the next pull refetches it).
+    is set, `EngineFailure` when the network fails (the bytes so far stay for resuming) and
+    `ModelError` when a file fails verification (a file whose bytes do not match the hub's hash
+    is deleted so the next pull fetches it again).
     """
-    if store.read_manifest(plan.target) is not None:
+    if cache.read_marker(plan.records, plan.target) is not None:
         return plan.target
     check_disk(plan)
     endpoint = endpoint_url(endpoint)
-    with hub_errors(plan.name, endpoint), pull_lock(plan.staging, plan.name):  # an OSError anywhere is one line
-        if store.read_pull_state(plan.staging).get("revision") != plan.revision:
-            shutil.rmtree(plan.staging, ignore_errors=True)  # another commit's files: start over
-        plan.staging.mkdir(parents=True, exist_ok=True)
-        state = {"name": plan.name, "repo": plan.repo, "revision": plan.revision, "total_bytes": plan.total_bytes}
-        (plan.staging / store.PULL_STATE).write_text(json.dumps(state))
-        tracker = Tracker(plan.total_bytes, present_bytes(plan.staging, plan.revision, plan.files), progress)
+    with hub_errors(plan.name, endpoint), pull_lock(lock_path(plan), plan.name):  # an OSError anywhere is one line
+        state = start_state(plan)
+        tracker = Tracker(plan.total_bytes, present_bytes(plan), progress)
         for remote in plan.files:
-            fetch_file(plan, remote, tracker, cancel, endpoint)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"download of {plan.name} stopped; pull it again to resume")
+            ensure_file(plan, remote, tracker, cancel, endpoint, state)
+        cache.set_ref(plan.repo_dir, plan.ref, plan.revision)
         if progress is not None:
             progress(tracker.progress("verify", ""))
         verify(plan)
-        store.write_manifest(
-            plan.staging,
+        cache.write_marker(
+            plan.records,
+            plan.target,
             name=plan.name,
             repo=plan.repo,
             revision=plan.revision,
-            source=f"hf:{plan.repo}@{plan.revision}",
-            size_bytes=plan.total_bytes,
-            files=[f.name for f in plan.files],
+            files={f.name: (f.size, cache.blob_name(plan.target / f.name)) for f in plan.files},
+            pulled=state["created"],
         )
-        (plan.staging / store.PULL_STATE).unlink(missing_ok=True)
-        shutil.rmtree(plan.target, ignore_errors=True)  # a stale directory without a manifest
-        plan.staging.rename(plan.target)
+        cache.clear_state(plan.records, plan.repo)
     if progress is not None:
         progress(tracker.progress("done", ""))
     return plan.target
 
 
-def fetch_file(plan: Plan, remote: RemoteFile, tracker: Tracker, cancel: threading.Event | None, endpoint: str):
-    """Download one file into the staging directory, resuming its .part file with a Range request."""
-    import httpx2
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session, hf_raise_for_status
+def ensure_file(plan: Plan, remote: RemoteFile, tracker: Tracker, cancel, endpoint: str, state: dict) -> None:
+    """Make `plan.target / remote.name` a link to a blob whose bytes match the hub's size and hash."""
+    from huggingface_hub import hf_hub_download
 
-    final = plan.staging / remote.name
-    if final.is_file() and final.stat().st_size == remote.size:
-        return
-    part = final.with_name(final.name + ".part")
-    url = file_url(plan.repo, remote.name, plan.revision, endpoint)
-    failures = 0
-    while True:
-        offset = part.stat().st_size if part.is_file() else 0
-        if offset > remote.size:
-            tracker.advance(-min(offset, remote.size), remote.name)
-            part.unlink()
-            offset = 0
-        if offset == remote.size:
-            break
-        headers = hub_headers()
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        received = 0
-        try:
-            timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT  # huggingface_hub's own setting (env), 10 s
-            with get_session().stream("GET", url, headers=headers, timeout=timeout) as response:
-                if response.status_code == 416:  # our part is not a prefix of this file: refetch it
-                    tracker.advance(-offset, remote.name)
-                    part.unlink()
-                    continue
-                if response.status_code >= 400:
-                    response.read()
-                hf_raise_for_status(response)
-                if offset and response.status_code == 200:  # the server ignored the Range: start over
-                    tracker.advance(-offset, remote.name)
-                    offset = 0
-                with part.open("ab" if offset else "wb") as out:
-                    for chunk in response.iter_bytes():  # as it arrives: a dropped link loses nothing
-                        if cancel is not None and cancel.is_set():
-                            raise Cancelled(f"download of {plan.name} stopped; pull it again to resume")
-                        out.write(chunk)
-                        received += len(chunk)
-                        tracker.advance(len(chunk), remote.name)
-            if offset + received != remote.size:
-                raise httpx2.RemoteProtocolError(
-                    f"{remote.name}: the hub sent {offset + received} of {remote.size} bytes"
+    pointer = plan.target / remote.name
+    if pointer.exists():
+        if remote.etag in state["hashed"] and pointer.stat().st_size == remote.size:
+            return
+        if cache.matches(pointer, remote.size, remote.etag):
+            note_hashed(plan, state, remote)
+            return
+        tracker.advance(-min(pointer.stat().st_size, remote.size), remote.name)
+        cache.discard(pointer)  # damaged: its bytes do not match the hash it is named by
+    if remote.sha256:
+        fill_blob(plan, remote, tracker, cancel, endpoint)
+    bar = progress_bar(tracker, remote.name, cancel, plan.name)
+    with transfer_errors(plan.name, remote.name):
+        path = Path(
+            again_on_5xx(
+                lambda: hf_hub_download(
+                    plan.repo,
+                    remote.name,
+                    revision=plan.revision,
+                    cache_dir=plan.cache,
+                    endpoint=endpoint,
+                    library_name="squish",
+                    tqdm_class=bar,
                 )
-        except httpx2.TransportError as exc:
-            failures = 0 if received else failures + 1
-            if failures >= RETRIES:
-                raise EngineFailure(
-                    f"download of {plan.name} failed at {remote.name}: {reason(exc)} "
-                    f"(run `squish pull {plan.name}` again to resume)"
-                ) from None
-            time.sleep(0.5 * failures)
-            continue
-        break
+            )
+        )
+    if not remote.sha256 and not cache.matches(path, remote.size, remote.etag):
+        cache.discard(path)
+        raise ModelError(
+            f"{plan.name}: {remote.name} does not match the hub's size and hash; it was deleted, "
+            f"run `squish pull {plan.name}` again"
+        )
+    note_hashed(plan, state, remote)
     tracker.advance(0, remote.name, force=True)
-    part.replace(final)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+def note_hashed(plan: Plan, state: dict, remote: RemoteFile) -> None:
+    state["hashed"].append(remote.etag)
+    cache.write_state(plan.records, plan.repo, state)
+
+
+def fill_blob(plan: Plan, remote: RemoteFile, tracker: Tracker, cancel, endpoint: str) -> None:
+    """Bring an LFS file's bytes into `blobs/<sha256>`, resuming `blobs/<sha256>.incomplete`.
+
+    huggingface_hub's own download starts every file from zero (its temporary file is deleted on
+    failure), so squish keeps the partial under the name the cache layout gives it and continues it
+    with huggingface_hub's `http_get` (Range request, its retries, its size check). The bytes become
+    the blob only once their sha256 is the hub's.
+    """
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import WeakFileLock
+
+    blob = plan.repo_dir / "blobs" / remote.etag
+    part = blob.with_name(f"{blob.name}.incomplete")
+    lock = plan.cache / ".locks" / plan.repo_dir.name / f"{remote.etag}.lock"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    url = file_url(plan.repo, remote.name, plan.revision, endpoint)
+    with WeakFileLock(lock):  # huggingface_hub's lock for this blob: another tool fetching it waits, as squish does
+        if blob.exists():
+            return
+
+        def fetch() -> None:
+            resumed = part.stat().st_size if part.is_file() else 0
+            if resumed > remote.size:  # not this file's bytes: start over
+                tracker.advance(-remote.size, remote.name)
+                part.unlink()
+                resumed = 0
+            bar = progress_bar(tracker, remote.name, cancel, plan.name, resumed)
+            with part.open("ab") as out:
+                http_get(url, out, resume_size=resumed, headers=hub_headers(), expected_size=remote.size,
+                         displayed_filename=remote.name, tqdm_class=bar)
+
+        with transfer_errors(plan.name, remote.name):
+            again_on_5xx(fetch)
+        if cache.content_hash(part, remote.etag) != remote.etag:
+            tracker.advance(-remote.size, remote.name)
+            part.unlink()
+            raise ModelError(
+                f"{plan.name}: {remote.name} does not match the hub's sha256; it was deleted, "
+                f"run `squish pull {plan.name}` again"
+            )
+        part.replace(blob)
 
 
 def verify(plan: Plan) -> None:
-    """Every file present with the hub's size and hash, safetensors headers whole, config and tokenizer sane."""
-    from .verify import check_safetensors, verify_dir
+    """Sizes and hashes were checked file by file; now the model: safetensors headers, index, config, tokenizer.
 
-    def corrupt(path: Path, why: str) -> ModelError:
-        path.unlink(missing_ok=True)
-        return ModelError(f"{plan.name}: {path.name} {why}; it was deleted, run `squish pull {plan.name}` again")
+    A file that fails here holds exactly the hub's bytes (its hash matched), so it is not deleted:
+    the repo itself is broken.
+    """
+    from .verify import verify_dir
 
     for remote in plan.files:
-        path = plan.staging / remote.name
+        path = plan.target / remote.name
         if not path.is_file():
             raise ModelError(f"{plan.name}: {remote.name} is missing after the download")
         if path.stat().st_size != remote.size:
-            raise corrupt(path, f"has {path.stat().st_size} bytes, the hub says {remote.size}")
-        if remote.sha256 and sha256_of(path) != remote.sha256:
-            raise corrupt(path, "does not match the hub's sha256")
-        if remote.name.endswith(".safetensors"):
-            try:
-                check_safetensors(path)
-            except ModelError as exc:
-                raise corrupt(path, f"failed its header check ({exc})") from None
-    index = plan.staging / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (ValueError, KeyError, AttributeError) as exc:
-            raise ModelError(f"{plan.name}: model.safetensors.index.json is invalid: {exc}") from None
-        missing = sorted(s for s in shards if not (plan.staging / s).is_file())
-        if missing:
-            raise ModelError(f"{plan.name}: the weight index names missing shards {', '.join(missing)}")
-    verify_dir(plan.staging)
+            raise ModelError(f"{plan.name}: {remote.name} has {path.stat().st_size} bytes, the hub says {remote.size}")
+    try:
+        verify_dir(plan.target)
+    except ModelError as exc:
+        raise ModelError(f"{plan.name} as the hub has it is not a model squish can load: {exc}") from None

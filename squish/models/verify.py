@@ -35,8 +35,8 @@ def read_config(model_dir: Path) -> dict:
     return config
 
 
-def check_safetensors(path: Path) -> None:
-    """Parse the header and check that the file holds every byte the header promises."""
+def check_safetensors(path: Path) -> dict:
+    """Parse the header and check that the file holds every byte the header promises; returns its metadata."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -49,6 +49,8 @@ def check_safetensors(path: Path) -> None:
     data_end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     if 8 + header_len + data_end > size:
         raise ModelError(f"{path.name} is truncated: {size} bytes, the header needs {8 + header_len + data_end}")
+    metadata = header.get("__metadata__")
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def verify_dir(model_dir: Path) -> dict:
@@ -58,6 +60,24 @@ def verify_dir(model_dir: Path) -> dict:
         raise ModelError(f"{model_dir} has no .safetensors weights")
     for path in weights:
         check_safetensors(path)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise ModelError(f"{index} is invalid: {exc}") from None
+        missing = sorted(s for s in shards if not (model_dir / s).is_file())
+        if missing:
+            raise ModelError(f"{model_dir}: the weight index names missing shards {', '.join(missing)}")
     if not any((model_dir / name).exists() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise ModelError(f"{model_dir} has no tokenizer (tokenizer.json)")
     return config
+
+
+def is_mlx_layout(model_dir: Path, config: dict) -> bool:
+    """Weights saved by MLX (mlx_lm.convert writes `format: mlx` into the safetensors header) or
+    quantized by it: what mlx_lm loads as it is. PyTorch-layout repos need a conversion first."""
+    if "quantization" in config:
+        return True
+    first = min(model_dir.glob("*.safetensors"), default=None)
+    return first is not None and check_safetensors(first).get("format") == "mlx"

@@ -39,11 +39,13 @@ class SquishApp(App):
         hw: Hardware | None = None,
         offer_first_run: bool = False,
         workspace=None,
+        hf_cache: Path | None = None,
     ) -> None:
         """`model` is the model asked for (--model); without it a continued chat loads its own
         model, and anything else `default_model` (the configured default; None: the embedded one).
         `home` is the engine's squish home (None: $SQUISH_HOME or the default), `endpoint` the hub
-        for pulls (None: HF_ENDPOINT or huggingface.co), `hw` the machine (None: detected).
+        for pulls (None: HF_ENDPOINT or huggingface.co), `hw` the machine (None: detected),
+        `hf_cache` the Hugging Face cache models are listed from and pulled into (None: HF_HUB_CACHE).
         `offer_first_run` shows the first-run offer when no model was asked for, no chat is
         continued and the config holds no choice yet; `run_app` sets it."""
         super().__init__()
@@ -67,6 +69,7 @@ class SquishApp(App):
             endpoint=endpoint,
             hw=hw,
             workspace=workspace,
+            hf_cache=hf_cache,
         )
         self._no_chat_to_continue = continue_last and last is None
 

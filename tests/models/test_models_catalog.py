@@ -146,15 +146,15 @@ def fake_ready_model(home, repo: str, name: str):
 
 def test_resolve_catalog_ids_repo_ids_and_paths(tmp_path):
     path = fake_ready_model(tmp_path, "mlx-community/Qwen3-4B-4bit", "qwen3:4b")
-    assert store.resolve("qwen3:4b", tmp_path) == ModelRef("qwen3:4b", path)
-    assert store.resolve("mlx-community/Qwen3-4B-4bit", tmp_path) == ModelRef("qwen3:4b", path)
+    assert store.resolve("qwen3:4b", tmp_path, tmp_path / "hf") == ModelRef("qwen3:4b", path)
+    assert store.resolve("mlx-community/Qwen3-4B-4bit", tmp_path, tmp_path / "hf") == ModelRef("qwen3:4b", path)
     assert store.resolve(str(path), tmp_path) == ModelRef(path.name, path)
     with pytest.raises(ModelNotFound, match="squish pull qwen3:8b"):
-        store.resolve("qwen3:8b", tmp_path)
+        store.resolve("qwen3:8b", tmp_path, tmp_path / "hf")
     with pytest.raises(ModelNotFound, match="squish pull someone/model"):
-        store.resolve("someone/model", tmp_path)
+        store.resolve("someone/model", tmp_path, tmp_path / "hf")
     with pytest.raises(ModelNotFound, match="the catalog has"):
-        store.resolve("mistral:7b", tmp_path)
+        store.resolve("mistral:7b", tmp_path, tmp_path / "hf")
 
 
 def test_a_partial_download_is_never_resolved_or_listed(tmp_path):
@@ -165,35 +165,39 @@ def test_a_partial_download_is_never_resolved_or_listed(tmp_path):
     target = store.model_dir_for("mlx-community/Qwen3-4B-4bit", tmp_path)
     target.mkdir()  # a directory without its manifest is not ready either
     with pytest.raises(ModelNotFound):
-        store.resolve("qwen3:4b", tmp_path)
-    assert [m.name for m in inventory.local_models(tmp_path)] == ["smollm2:135m"]
-    [partial] = inventory.partial_downloads(tmp_path)
+        store.resolve("qwen3:4b", tmp_path, tmp_path / "hf")
+    assert [m.name for m in inventory.local_models(tmp_path, tmp_path / "hf")] == ["smollm2:135m"]
+    [partial] = inventory.partial_downloads(tmp_path, tmp_path / "hf")
     assert partial.name == "qwen3:4b" and partial.total_bytes == 2000
 
 
-def test_remove(tmp_path):
+def test_remove_a_model_pulled_before_the_hugging_face_cache(tmp_path):
     path = fake_ready_model(tmp_path, "mlx-community/Qwen3-4B-4bit", "qwen3:4b")
     staging = store.staging_dir_for("mlx-community/Qwen3-4B-4bit", tmp_path)
     staging.mkdir()
-    assert store.remove("qwen3:4b", tmp_path) == [path, staging]
+    removal = store.removal("qwen3:4b", tmp_path, tmp_path / "hf")
+    assert removal.own == [path, staging] and removal.pulled == removal.others == [] and removal.deletes(False)
+    assert [line.split(" (")[0] for line in removal.describe(False)] == [str(path), str(staging)]
+    removal.execute(False)
     assert not path.exists() and not staging.exists()
     with pytest.raises(ModelNotFound):
-        store.remove("qwen3:4b", tmp_path)
+        store.removal("qwen3:4b", tmp_path, tmp_path / "hf")
     with pytest.raises(UserError, match="embedded"):
-        store.remove("smollm2:135m", tmp_path)
+        store.removal("smollm2:135m", tmp_path)
     with pytest.raises(UserError, match="local directories"):
-        store.remove("./some/dir/", tmp_path)
+        store.removal("./some/dir/", tmp_path)
 
 
 def test_picker_rows_list_local_then_catalog_with_fit(tmp_path):
     fake_ready_model(tmp_path, "mlx-community/Qwen3-4B-4bit", "qwen3:4b")
-    rows = inventory.picker_rows(tmp_path, machine(total=16, available=10))
+    rows = inventory.picker_rows(tmp_path, machine(total=16, available=10), tmp_path / "hf")
     names = [r.name for r in rows]
     assert names[0] == "smollm2:135m" and rows[0].kind == "embedded" and rows[0].ready
     assert "qwen3:4b" in names and names.count("qwen3:4b") == 1  # downloaded: listed once, as local
     local = rows[names.index("qwen3:4b")]
     assert local.kind == "local" and local.ready and local.target == "qwen3:4b"
-    assert store.resolve(local.target, tmp_path).path == store.model_dir_for("mlx-community/Qwen3-4B-4bit", tmp_path)
+    found = store.resolve(local.target, tmp_path, tmp_path / "hf").path
+    assert found == store.model_dir_for("mlx-community/Qwen3-4B-4bit", tmp_path)
     big = rows[names.index("qwen3:8b")]
     assert big.kind == "catalog" and not big.ready and big.fit == "yes" and big.size_bytes > 4 * GB
     assert big.target == "qwen3:8b" and big.detail.startswith("download ~4.61 GB · 4-bit")
@@ -202,5 +206,5 @@ def test_picker_rows_list_local_then_catalog_with_fit(tmp_path):
 
 def test_picker_row_targets_a_directory_its_name_does_not_lead_to(tmp_path):
     path = fake_ready_model(tmp_path, "someone/odd", "a name of its own")
-    [row] = [r for r in inventory.picker_rows(tmp_path, machine()) if r.name == "a name of its own"]
-    assert row.target == str(path) and store.resolve(row.target, tmp_path).path == path
+    [row] = [r for r in inventory.picker_rows(tmp_path, machine(), tmp_path / "hf") if r.name == "a name of its own"]
+    assert row.target == str(path) and store.resolve(row.target, tmp_path, tmp_path / "hf").path == path

@@ -8,13 +8,17 @@ import time
 
 import pytest
 from fake_hub import (  # noqa: F401
+    CHUNK,
     HUGE_REPO,
     TINY_REPO,
+    WIDE_REPO,
     closed_port_url,
     fake_hub,
+    hf_cache_of,
     listing,
     squish,
     tiny_repo_files,
+    wide_repo_files,
 )
 from helpers import SQUISH, squish_env
 
@@ -127,49 +131,96 @@ def test_pull_answer_default_offline_and_rm(fake_hub, tmp_path):
     removed = squish(tmp_path, "rm", TINY_REPO)
     assert removed.returncode == 0 and "the default model is smollm2:135m again" in removed.stdout
     assert json.loads(squish(tmp_path, "models", "--json").stdout)["default_model"] == "smollm2:135m"
-    assert not (tmp_path / "models" / "test-org--tiny-llama").exists()
+    assert not (hf_cache_of(tmp_path) / "models--test-org--tiny-llama").exists()
     assert squish(tmp_path, "rm", TINY_REPO).returncode == 1
     assert squish(tmp_path, "rm", "smollm2:135m").returncode == 1
 
 
-def test_ctrl_c_stops_cleanly_and_the_next_pull_resumes(fake_hub, tmp_path):
-    fake_hub.throttle_s = 0.1  # about 160 kB/s
+def test_ctrl_c_stops_cleanly_and_the_next_pull_resumes(fake_hub, wide_repo_files, tmp_path):
+    import hashlib
+
+    fake_hub.pause_at[SHARD] = (CHUNK + 100_000, 30.0)  # the first 10 MiB chunk is written, then the hub stalls
+    part = hf_cache_of(tmp_path) / "models--test-org--wide-llama" / "blobs"
+    part = part / f"{hashlib.sha256(wide_repo_files[SHARD]).hexdigest()}.incomplete"
     puller = subprocess.Popen(
-        [*SQUISH, "pull", TINY_REPO],
+        [*SQUISH, "pull", WIDE_REPO],
         env=squish_env(tmp_path, fake_hub.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_until(lambda: fake_hub.served.get(SHARD, 0) > 0 or puller.poll() is not None)
+    wait_until(lambda: (part.is_file() and part.stat().st_size >= CHUNK) or puller.poll() is not None)
     puller.send_signal(signal.SIGINT)
     _, stderr = puller.communicate(timeout=60)
     assert puller.returncode == 130, stderr
-    assert "pull stopped" in stderr and f"run `squish pull {TINY_REPO}` to resume" in stderr
+    assert "pull stopped" in stderr and f"run `squish pull {WIDE_REPO}` to resume" in stderr
     assert "Traceback" not in stderr
-    part = tmp_path / "models" / ".test-org--tiny-llama.partial" / f"{SHARD}.part"
-    kept = part.stat().st_size
-    assert kept > 0
+    assert part.stat().st_size == CHUNK
 
     listed = json.loads(squish(tmp_path, "models", "--json").stdout)
     assert [m["name"] for m in listed["local"]] == ["smollm2:135m"]
-    assert [p["name"] for p in listed["partial"]] == [TINY_REPO]
-    refused = squish(tmp_path, "-p", "hi", "--model", TINY_REPO)
+    assert [p["name"] for p in listed["partial"]] == [WIDE_REPO]
+    refused = squish(tmp_path, "-p", "hi", "--model", WIDE_REPO)
     assert refused.returncode == 1 and "not downloaded" in refused.stderr
 
-    fake_hub.throttle_s = 0.0
-    proc = squish(tmp_path, "pull", TINY_REPO, endpoint=fake_hub.url)
+    proc = squish(tmp_path, "pull", WIDE_REPO, endpoint=fake_hub.url)
     assert proc.returncode == 0, proc.stderr
     assert "already here from an interrupted pull" in proc.stdout
-    assert fake_hub.range_requests(SHARD) == [f"bytes={kept}-"]
-    assert listing(tmp_path / "models") == sorted(
-        ["test-org--tiny-llama"]
-        + [
-            f"test-org--tiny-llama/{n}"
-            for n in json.loads((tmp_path / "models" / "test-org--tiny-llama" / "squish.json").read_text())["files"]
-        ]
-        + ["test-org--tiny-llama/squish.json"]
-    )
+    assert fake_hub.range_requests(SHARD) == [f"bytes={CHUNK}-"]
+    repo_dir = hf_cache_of(tmp_path) / "models--test-org--wide-llama"
+    assert not list(repo_dir.glob("blobs/*.incomplete"))
+    [snapshot] = (repo_dir / "snapshots").iterdir()
+    marker = json.loads((tmp_path / "models" / ".hf" / repo_dir.name / f"{snapshot.name}.json").read_text())
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(marker["files"]) and marker["pulled"]
+
+
+def test_a_read_time_out_during_a_pull_is_resumed(fake_hub, wide_repo_files, tmp_path):
+    fake_hub.pause_at[SHARD] = (CHUNK + 100_000, 3.0)  # the hub goes quiet for longer than the read time-out
+    proc = squish(tmp_path, "pull", WIDE_REPO, endpoint=fake_hub.url, HF_HUB_DOWNLOAD_TIMEOUT="1")
+    assert proc.returncode == 0, proc.stderr
+    assert fake_hub.range_requests(SHARD) == [f"bytes={CHUNK}-"]  # huggingface_hub resumed after the chunk kept
+    assert "resume" not in proc.stderr.lower()  # its retry warnings stay off the user's terminal
+    assert "ready: test-org/wide-llama" in proc.stdout
+
+
+def test_a_model_mlx_lm_cached_runs_with_no_download_and_rm_asks_first(fake_hub, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(TINY_REPO, cache_dir=hf_cache_of(tmp_path), endpoint=fake_hub.url)  # as mlx_lm.load does
+    asked = len(fake_hub.requests)
+    local = json.loads(squish(tmp_path, "models", "--json", HF_HUB_OFFLINE="1").stdout)["local"]
+    assert [(m["name"], m["source"], m["verified"]) for m in local[1:]] == [(TINY_REPO, "hf-cache", False)]
+    answer = squish(tmp_path, "-p", "Hello", "--model", TINY_REPO, "--max-tokens", "2", HF_HUB_OFFLINE="1")
+    assert answer.returncode == 0, answer.stderr
+    assert len(fake_hub.requests) == asked  # found in the cache: nothing downloaded
+    assert json.loads(squish(tmp_path, "models", "--json").stdout)["local"][1]["verified"]
+
+    refused = squish(tmp_path, "rm", TINY_REPO)  # no terminal to ask on: another tool's files stay
+    assert refused.returncode == 1 and "squish rm --yes deletes them" in refused.stdout
+    dry = squish(tmp_path, "rm", "--dry-run", "--yes", TINY_REPO)
+    assert dry.returncode == 0 and "would remove" in dry.stdout and "the whole cache entry" in dry.stdout
+    assert (hf_cache_of(tmp_path) / "models--test-org--tiny-llama").is_dir()
+    removed = squish(tmp_path, "rm", "--yes", TINY_REPO)
+    assert removed.returncode == 0, removed.stderr
+    assert not (hf_cache_of(tmp_path) / "models--test-org--tiny-llama").exists()
+
+
+def test_rm_keeps_what_another_revision_still_links_to(fake_hub, tiny_repo_files, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    assert squish(tmp_path, "pull", TINY_REPO, endpoint=fake_hub.url).returncode == 0
+    repo = fake_hub.repos[TINY_REPO]
+    repo.sha = "4" * 40  # a new commit that changed only the tokenizer config; another tool fetches it
+    repo.files["tokenizer_config.json"] = repo.files["tokenizer_config.json"].replace(b"512", b"256")
+    other = snapshot_download(TINY_REPO, cache_dir=hf_cache_of(tmp_path), endpoint=fake_hub.url)
+    removed = squish(tmp_path, "rm", TINY_REPO)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "they stay" in removed.stdout and "(a snapshot)" in removed.stdout
+    assert "1 blobs" in removed.stdout  # the old tokenizer config: the shards stay, the new revision links to them
+    repo_dir = hf_cache_of(tmp_path) / "models--test-org--tiny-llama"
+    assert [p.name for p in (repo_dir / "snapshots").iterdir()] == ["4" * 40]
+    assert (repo_dir / "snapshots" / ("4" * 40) / SHARD).read_bytes() == tiny_repo_files[SHARD]
+    assert json.loads(squish(tmp_path, "models", "--json").stdout)["local"][1]["path"] == other
 
 
 def test_a_corrupt_download_is_exit_2_and_never_ready(fake_hub, tiny_repo_files, tmp_path):
@@ -208,24 +259,12 @@ SECOND = "model-00002-of-00002.safetensors"  # fetched after SHARD: files go con
 
 
 def test_a_hub_answering_503_is_exit_2_with_one_line_and_the_next_pull_keeps_what_arrived(fake_hub, tmp_path):
-    fake_hub.failing[SECOND] = 503
+    fake_hub.fail_with[SECOND] = [503] * 3  # every attempt: squish retries a 5xx twice, then gives up
     proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url)
-    assert proc.returncode == 2 and "503" in one_error_line(proc)
-    assert proc.stdout == ""
-    del fake_hub.failing[SECOND]  # the hub is back
+    assert proc.returncode == 2 and f"failed at {SECOND}: HTTP 503" in one_error_line(proc)
+    assert proc.stdout == "" and fake_hub.fail_with[SECOND] == []  # the hub is back
     asked = len(fake_hub.requests)
     proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url)
     assert proc.returncode == 0, proc.stderr
     fetched = fake_hub.files_requested(since=asked)
     assert SECOND in fetched and SHARD not in fetched  # the shard that had arrived was kept
-
-
-def test_a_read_time_out_mid_file_is_exit_2_and_the_next_pull_resumes_from_the_bytes_kept(fake_hub, tmp_path):
-    fake_hub.stalled_at[SHARD] = 20000  # the hub goes quiet after 20000 bytes of the shard
-    proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url, HF_HUB_DOWNLOAD_TIMEOUT="1")
-    assert proc.returncode == 2, proc.stderr
-    assert f"squish pull {TINY_REPO}" in one_error_line(proc) and "Traceback" not in proc.stderr
-    del fake_hub.stalled_at[SHARD]
-    proc = squish(tmp_path, "pull", "-q", TINY_REPO, endpoint=fake_hub.url)
-    assert proc.returncode == 0, proc.stderr
-    assert fake_hub.range_requests(SHARD)[-1] == "bytes=20000-"  # resumed, not started over

@@ -1,7 +1,7 @@
 """Switching models on one real engine: the old model's memory is freed on the engine thread."""
 
 import pytest
-from fake_hub import TINY_REPO, tiny_repo_files  # noqa: F401
+from fake_hub import TINY_REPO, hf_cache_of, tiny_repo_files  # noqa: F401
 from helpers import import_embedded
 
 from squish.engine.engine import ChatRequest, Engine
@@ -11,7 +11,8 @@ from squish.models import store
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory, tiny_repo_files):
-    """A squish home with the embedded model imported and the tiny model installed as a pull leaves it."""
+    """A squish home with the embedded model imported and the tiny model installed as squish pulled
+    models before the Hugging Face cache (still loaded as it was)."""
     home = tmp_path_factory.mktemp("switch-home")
     import_embedded(home)
     target = store.model_dir_for(TINY_REPO, home)
@@ -48,7 +49,7 @@ def test_switching_frees_the_old_model_and_keeps_it_on_a_bad_name(engine, instal
     assert answer.error is None and answer.stats.generation_tokens >= 1
 
     with pytest.raises(ModelNotFound, match="squish pull qwen3:8b"):
-        store.load(engine, "qwen3:8b", installed)
+        store.load(engine, "qwen3:8b", installed, hf_cache_of(installed))
     still = engine.generate(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=2, seed=0)).collect()
     assert still.error is None  # a name that is not there keeps the current model loaded
 

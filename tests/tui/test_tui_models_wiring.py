@@ -6,8 +6,18 @@ model under a catalog model's repo name; no test touches the internet. Generatio
 short (the Linux CPU backend decodes ~9 tok/s).
 """
 
+import threading
+
 import pytest
-from fake_hub import TINY_REPO, closed_port_url, fake_hub, tiny_repo_files  # noqa: F401
+from fake_hub import (  # noqa: F401
+    CHUNK,
+    TINY_REPO,
+    closed_port_url,
+    fake_hub,
+    hf_cache_of,
+    tiny_repo_files,
+    wide_repo_files,
+)
 from helpers import import_embedded
 from textual.widgets import Label, OptionList
 
@@ -42,7 +52,7 @@ def home_engine(models_home):
 
 
 def install_tiny(home, files) -> None:
-    """The tiny model installed as a finished pull leaves it."""
+    """The tiny model installed as squish pulled models before the Hugging Face cache (still loaded as it was)."""
     target = store.model_dir_for(TINY_REPO, home)
     target.mkdir(parents=True)
     for name, data in files.items():
@@ -54,6 +64,11 @@ def serve_as(hub, name: str, files) -> None:
     from fake_hub import Repo
 
     hub.repos[catalog.find(name).repo] = Repo(dict(files))
+
+
+def app_on(engine, history, **kwargs) -> SquishApp:
+    """The chat app on the test's squish home, listing and pulling into that home's own Hugging Face cache."""
+    return SquishApp(engine, history, hf_cache=hf_cache_of(kwargs["home"]), **kwargs)
 
 
 async def ready(pilot, wait_until, name: str = EMBEDDED_NAME):
@@ -97,7 +112,7 @@ async def test_picker_lists_local_and_catalog_models_and_switching_frees_memory(
     home_engine, models_home, history, tiny_repo_files, wait_until, notifications
 ):
     install_tiny(models_home, tiny_repo_files)
-    app = SquishApp(home_engine, history, home=models_home, hw=MACHINE)
+    app = app_on(home_engine, history, home=models_home, hw=MACHINE)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, wait_until)
         panel = screen.stats_panel
@@ -140,18 +155,25 @@ async def test_picker_lists_local_and_catalog_models_and_switching_frees_memory(
 
 
 async def test_pull_from_the_picker_cancel_then_resume_then_answer(
-    home_engine, models_home, history, fake_hub, tiny_repo_files, wait_until, notifications
+    home_engine, models_home, history, fake_hub, wide_repo_files, wait_until, notifications
 ):
-    serve_as(fake_hub, PULLED, tiny_repo_files)
-    app = SquishApp(home_engine, history, max_tokens=6, temperature=0.0, home=models_home, endpoint=fake_hub.url)
+    import hashlib
+
+    serve_as(fake_hub, PULLED, wide_repo_files)  # shards past 10 MiB: a cancel can stop in the middle of one
+    part = hf_cache_of(models_home) / f"models--{catalog.find(PULLED).repo.replace('/', '--')}" / "blobs"
+    part = part / f"{hashlib.sha256(wide_repo_files['model-00001-of-00002.safetensors']).hexdigest()}.incomplete"
+    app = app_on(home_engine, history, max_tokens=6, temperature=0.0, home=models_home, endpoint=fake_hub.url)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, wait_until)
 
-        fake_hub.throttle_s = 0.1
+        resume = threading.Event()  # the hub pauses after the shard's first 10 MiB until the cancel is in
+        fake_hub.pause_at["model-00001-of-00002.safetensors"] = (CHUNK + 100_000, resume)
         await pick(pilot, wait_until, PULLED)
         await wait_until(pilot, lambda: isinstance(app.screen, PullScreen), timeout=10, what="the pull screen")
         await wait_until(pilot, lambda: "ETA" in pull_text(app, "#pull-bytes"), timeout=30, what="progress")
+        await wait_until(pilot, lambda: part.is_file() and part.stat().st_size >= CHUNK, timeout=30, what="a chunk")
         await pilot.press("escape")
+        resume.set()
         # The screen's result reaches the chat just after the screen is gone: wait for the notification.
         await wait_until(
             pilot, lambda: any("pulling it again resumes" in n for n in notifications(app)), what="the cancel"
@@ -159,7 +181,7 @@ async def test_pull_from_the_picker_cancel_then_resume_then_answer(
         assert app.screen is screen
         assert screen.model_info.name == EMBEDDED_NAME and not screen.model_loading
 
-        fake_hub.throttle_s = 0.05  # slow enough that the resumed pull's progress line is seen
+        fake_hub.throttle_s = 0.002  # slow enough that the resumed pull's progress line is seen
         await pick(pilot, wait_until, PULLED)  # still a catalog row: not downloaded
         seen = set()
 
@@ -168,8 +190,8 @@ async def test_pull_from_the_picker_cancel_then_resume_then_answer(
             return screen.model_info is not None and screen.model_info.name == PULLED
 
         await wait_until(pilot, watch, timeout=60, what="the pull and the switch")
-        assert any(" / 696.5 kB · " in line and "/s · ETA" in line for line in seen), seen
-        assert fake_hub.range_requests("model-00001-of-00002.safetensors")  # resumed, not restarted
+        assert any(" / 25.5 MB · " in line and "/s · ETA" in line for line in seen), seen
+        assert fake_hub.range_requests("model-00001-of-00002.safetensors") == [f"bytes={CHUNK}-"]  # resumed
         assert screen.model_bar.model.startswith(PULLED)
         assert settings.default_model(models_home) is None  # a pull from /model does not change the default
 
@@ -185,7 +207,7 @@ async def test_pull_from_the_picker_cancel_then_resume_then_answer(
 async def test_a_failed_pull_is_a_notification_and_the_app_keeps_working(
     home_engine, models_home, history, wait_until, notifications
 ):
-    app = SquishApp(home_engine, history, max_tokens=3, temperature=0.0, home=models_home, endpoint=closed_port_url())
+    app = app_on(home_engine, history, max_tokens=3, temperature=0.0, home=models_home, endpoint=closed_port_url())
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, wait_until)
         await pick(pilot, wait_until, "qwen3:0.6b")
@@ -194,15 +216,15 @@ async def test_a_failed_pull_is_a_notification_and_the_app_keeps_working(
         await wait_until(pilot, lambda: any("cannot reach the hub" in n for n in notifications(app)), what="a note")
         assert app.screen is screen
         assert screen.model_info.name == EMBEDDED_NAME and screen.stats_panel.state == "ready"
-        assert store.read_manifest(store.model_dir_for(catalog.find("qwen3:0.6b").repo, models_home)) is None
+        assert not hf_cache_of(models_home).exists()  # nothing was written
         await ask(pilot, wait_until, "Hi")
         assert screen.last_stats.finish_reason in ("stop", "length") and screen.last_answer
 
 
 async def test_first_run_continue_with_the_embedded_model_is_remembered(home_engine, models_home, history, wait_until):
-    assert not SquishApp(home_engine, history, model=EMBEDDED_NAME, home=models_home, offer_first_run=True).first_run
-    assert not SquishApp(home_engine, history, home=models_home, continue_last=True, offer_first_run=True).first_run
-    app = SquishApp(home_engine, history, home=models_home, hw=MACHINE, offer_first_run=True)
+    assert not app_on(home_engine, history, model=EMBEDDED_NAME, home=models_home, offer_first_run=True).first_run
+    assert not app_on(home_engine, history, home=models_home, continue_last=True, offer_first_run=True).first_run
+    app = app_on(home_engine, history, home=models_home, hw=MACHINE, offer_first_run=True)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen), timeout=10, what="the offer")
         offer = str(app.screen.query_one("#first-run-offer", Label).render())
@@ -213,7 +235,7 @@ async def test_first_run_continue_with_the_embedded_model_is_remembered(home_eng
     assert settings.first_run_choice(models_home)["choice"] == "embedded"
     assert settings.default_model(models_home) is None and not needs_first_run(models_home)
 
-    app = SquishApp(home_engine, history, home=models_home, hw=MACHINE, offer_first_run=True)
+    app = app_on(home_engine, history, home=models_home, hw=MACHINE, offer_first_run=True)
     assert not app.first_run
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, wait_until)
@@ -226,7 +248,7 @@ async def test_first_run_download_goes_through_the_pull_screen(
     recommended = hardware.recommend(MACHINE).id
     serve_as(fake_hub, recommended, tiny_repo_files)
     fake_hub.throttle_s = 0.02  # long enough to see the pull screen
-    app = SquishApp(home_engine, history, home=models_home, endpoint=fake_hub.url, hw=MACHINE, offer_first_run=True)
+    app = app_on(home_engine, history, home=models_home, endpoint=fake_hub.url, hw=MACHINE, offer_first_run=True)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen), timeout=10, what="the offer")
         await pilot.click("#first-run-pull")

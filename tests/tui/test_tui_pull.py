@@ -1,12 +1,24 @@
 """The pull screen and the first-run offer, each driven by Pilot in a tiny host app, against the fake hub."""
 
+import threading
 import time
 
-from fake_hub import HUGE_REPO, TINY_REPO, closed_port_url, fake_hub, listing, tiny_repo_files  # noqa: F401
+from fake_hub import (  # noqa: F401
+    CHUNK,
+    HUGE_REPO,
+    TINY_REPO,
+    WIDE_REPO,
+    closed_port_url,
+    fake_hub,
+    hf_cache_of,
+    listing,
+    tiny_repo_files,
+    wide_repo_files,
+)
 from textual.app import App
 from textual.widgets import Button, Label, ProgressBar
 
-from squish.models import hardware, settings, store
+from squish.models import cache, hardware, pull, settings
 from squish.tui.screens.first_run import FirstRunScreen, needs_first_run
 from squish.tui.screens.pull import PullScreen
 
@@ -30,6 +42,11 @@ class Host(App):
         self.result = result
 
 
+def pull_screen(name: str, home, endpoint: str, **kwargs) -> PullScreen:
+    """The pull screen on a test's squish home and its own Hugging Face cache."""
+    return PullScreen(name, home=home, endpoint=endpoint, hf_cache=hf_cache_of(home), **kwargs)
+
+
 async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -45,7 +62,7 @@ def text(app, selector: str) -> str:
 
 async def test_pull_screen_shows_progress_and_returns_the_ready_model(fake_hub, tmp_path):
     fake_hub.throttle_s = 0.02
-    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url, make_default=True))
+    app = Host(lambda: pull_screen(TINY_REPO, tmp_path, fake_hub.url, make_default=True))
     seen = set()
     async with app.run_test(size=SIZE) as pilot:
 
@@ -57,13 +74,13 @@ async def test_pull_screen_shows_progress_and_returns_the_ready_model(fake_hub, 
         await wait_until(pilot, watch)
     assert app.result == TINY_REPO
     assert any("/s · ETA" in line and " kB / 696.5 kB" in line for line in seen), seen
-    assert store.read_manifest(store.model_dir_for(TINY_REPO, tmp_path)) is not None
+    assert pull.ready_dir(TINY_REPO, tmp_path, hf_cache_of(tmp_path)) is not None
     assert settings.default_model(tmp_path) == TINY_REPO
 
 
 async def test_pull_screen_progress_bar_and_plan(fake_hub, tmp_path):
     fake_hub.throttle_s = 0.05
-    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
+    app = Host(lambda: pull_screen(TINY_REPO, tmp_path, fake_hub.url))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: fake_hub.served.get(SHARD, 0) > 0)
         await wait_until(pilot, lambda: (app.screen.query_one(ProgressBar).progress or 0) > 0)
@@ -74,33 +91,39 @@ async def test_pull_screen_progress_bar_and_plan(fake_hub, tmp_path):
     assert app.result == TINY_REPO
 
 
-async def test_cancel_keeps_the_partial_for_the_next_pull(fake_hub, tmp_path):
-    fake_hub.throttle_s = 0.1
-    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url, make_default=True))
+async def test_cancel_keeps_the_partial_for_the_next_pull(fake_hub, wide_repo_files, tmp_path):
+    import hashlib
+
+    resume = threading.Event()
+    fake_hub.pause_at[SHARD] = (CHUNK + 100_000, resume)  # the first 10 MiB of the shard are written, then a pause
+    part = hf_cache_of(tmp_path) / cache.repo_folder(WIDE_REPO) / "blobs"
+    part = part / f"{hashlib.sha256(wide_repo_files[SHARD]).hexdigest()}.incomplete"
+    app = Host(lambda: pull_screen(WIDE_REPO, tmp_path, fake_hub.url, make_default=True))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: fake_hub.served.get(SHARD, 0) > 0)
+        await wait_until(pilot, lambda: part.is_file() and part.stat().st_size >= CHUNK)
         await pilot.press("escape")
+        assert "stopping" in text(app, "#pull-bytes")
+        resume.set()  # the hub goes on: the next chunk's progress update stops the pull
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
     assert app.result is None
-    staging = store.staging_dir_for(TINY_REPO, tmp_path)
-    assert (staging / f"{SHARD}.part").stat().st_size > 0
-    assert store.read_manifest(store.model_dir_for(TINY_REPO, tmp_path)) is None
+    assert part.stat().st_size == CHUNK  # the chunk in flight when Esc came is dropped, the one written is kept
+    assert pull.ready_dir(WIDE_REPO, tmp_path, hf_cache_of(tmp_path)) is None
     assert settings.default_model(tmp_path) is None
 
-    fake_hub.throttle_s = 0.0
-    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
+    app = Host(lambda: pull_screen(WIDE_REPO, tmp_path, fake_hub.url))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
-    assert app.result == TINY_REPO
-    assert len(fake_hub.range_requests(SHARD)) == 1  # resumed, not restarted
+    assert app.result == WIDE_REPO
+    assert fake_hub.range_requests(SHARD) == [f"bytes={CHUNK}-"]  # resumed, not restarted
 
 
 async def test_disk_refusal_is_shown_and_writes_nothing(fake_hub, tmp_path):
-    app = Host(lambda: PullScreen(HUGE_REPO, home=tmp_path, endpoint=fake_hub.url))
+    app = Host(lambda: pull_screen(HUGE_REPO, tmp_path, fake_hub.url))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "not enough disk" in text(app, "#pull-error"))
-        assert str(app.screen.query_one("#pull-cancel", Button).label) == "Close"
-        await pilot.click("#pull-cancel")
+        close = app.screen.query_one("#pull-cancel", Button)
+        assert str(close.label) == "Close"
+        close.press()  # not a click: the error label that just grew may not be laid out yet under load
         await wait_until(pilot, lambda: app.result is not NO_RESULT)
     assert app.result is None
     assert listing(tmp_path) == []
@@ -108,7 +131,7 @@ async def test_disk_refusal_is_shown_and_writes_nothing(fake_hub, tmp_path):
 
 async def test_unreachable_hub_is_shown(tmp_path):
     endpoint = closed_port_url()
-    app = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=endpoint))
+    app = Host(lambda: pull_screen(TINY_REPO, tmp_path, endpoint))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "cannot reach the hub" in text(app, "#pull-error"))
         await pilot.press("escape")
@@ -118,7 +141,7 @@ async def test_unreachable_hub_is_shown(tmp_path):
 
 async def test_an_already_downloaded_model_returns_at_once(fake_hub, tmp_path):
     for _ in range(2):
-        host = Host(lambda: PullScreen(TINY_REPO, home=tmp_path, endpoint=fake_hub.url))
+        host = Host(lambda: pull_screen(TINY_REPO, tmp_path, fake_hub.url))
         async with host.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda app=host: app.result is not NO_RESULT)
         assert host.result == TINY_REPO
@@ -174,7 +197,7 @@ async def test_a_file_system_error_is_shown_and_the_app_keeps_running(fake_hub, 
     """An OSError from the pull's own disk work (here: the squish home is a file) is a one-line error."""
     home = tmp_path / "home"
     home.write_text("a file where the squish home should be")
-    app = Host(lambda: PullScreen(TINY_REPO, home=home, endpoint=fake_hub.url))
+    app = Host(lambda: pull_screen(TINY_REPO, home, fake_hub.url))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "Not a directory" in text(app, "#pull-error"))
         assert "\n" not in text(app, "#pull-error")

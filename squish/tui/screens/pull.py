@@ -80,10 +80,16 @@ class PullScreen(ModalScreen[str | None]):
             super().__init__()
 
     def __init__(
-        self, model: str, home: Path | None = None, endpoint: str | None = None, make_default: bool = False
+        self,
+        model: str,
+        home: Path | None = None,
+        endpoint: str | None = None,
+        make_default: bool = False,
+        hf_cache: Path | None = None,
     ) -> None:
         super().__init__()
         self.model, self.home, self.endpoint, self.make_default = model, home, endpoint, make_default
+        self.hf_cache = hf_cache  # the Hugging Face cache pulled into; None: huggingface_hub's own
         self.stop = threading.Event()
         self.plan: hub.Plan | None = None
         self.done = False
@@ -105,10 +111,10 @@ class PullScreen(ModalScreen[str | None]):
     @work(thread=True, exclusive=True, group="pull")
     def pull(self) -> None:
         try:
-            if hub.ready_dir(self.model, self.home) is not None:  # reuse, never download twice
+            if hub.ready_dir(self.model, self.home, self.hf_cache) is not None:  # reuse, never download twice
                 self.post_message(self.Finished(None))
                 return
-            plan = hub.fetch_plan(self.model, self.home, self.endpoint)
+            plan = hub.fetch_plan(self.model, self.home, self.endpoint, hf_cache=self.hf_cache)
             self.post_message(self.Planned(plan))
             hub.check_disk(plan)  # refuse before a byte is written
             if self.stop.is_set():

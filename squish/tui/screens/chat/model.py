@@ -37,7 +37,7 @@ class ModelControl:
         worker = get_current_worker()  # cancelled when a newer load replaces this one: it then stays silent
         loaded = False
         try:
-            stream = store.load(self.engine, name, self.home)
+            stream = store.load(self.engine, name, self.home, self.hf_cache)
         except SquishError as exc:  # not there, or a broken directory: the current model stays
             self.post_message(ModelFailed(name, str(exc)))
             return
@@ -66,7 +66,9 @@ class ModelControl:
 
     def pull_model(self, name: str, make_default: bool = False) -> None:
         """Download a model on the pull screen, then switch to it; cancelled or failed, nothing changes."""
-        screen = PullScreen(name, home=self.home, endpoint=self.endpoint, make_default=make_default)
+        screen = PullScreen(
+            name, home=self.home, endpoint=self.endpoint, make_default=make_default, hf_cache=self.hf_cache
+        )
 
         def pulled(ready: str | None) -> None:
             if ready is not None:

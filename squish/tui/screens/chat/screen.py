@@ -63,12 +63,14 @@ class ChatScreen(ModelControl, AgentMode, SlashCommands, Screen):
         endpoint: str | None = None,
         hw: Hardware | None = None,
         workspace: str | Path | None = None,
+        hf_cache: Path | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.history = history
-        self.home = home  # where models are listed and pulled to: the engine's squish home
+        self.home = home  # the engine's squish home: the embedded model, squish's records of models
         self.endpoint = endpoint  # the hub for pulls; None is HF_ENDPOINT or huggingface.co
+        self.hf_cache = hf_cache  # the Hugging Face cache models are listed from and pulled into; None: the default
         self.hw = hw  # the machine for the picker's fit column; None detects it each time
         self.model_name = model  # what the user asked for (--model or /model)
         self.default_model = default_model  # without one and without a resumed chat's; None: embedded

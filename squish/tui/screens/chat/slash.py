@@ -74,7 +74,7 @@ class SlashCommands:
                 self.pull_model(row.name)
 
         current = self.model_info.name if self.model_info else self.model_name
-        self.app.push_screen(ModelScreen(picker_rows(self.home, self.hw), current), chosen)
+        self.app.push_screen(ModelScreen(picker_rows(self.home, self.hw, self.hf_cache), current), chosen)
 
     async def command_system(self, argument: str) -> None:
         if not argument:
