@@ -19,10 +19,12 @@ LIBRARIES = ("transformers", "huggingface_hub", "mlx_lm", "tokenizers", "httpx",
 def quiet_libraries() -> None:
     """Keep library warnings (Python warnings and the libraries' loggers) off the user's streams.
 
-    transformers sets its own logger's level when it is first imported (later, on the engine
-    thread), from TRANSFORMERS_VERBOSITY: so that variable, unless the user set it.
+    transformers and huggingface_hub set their own loggers' levels when they are first imported
+    (later: a pull, the engine thread), from TRANSFORMERS_VERBOSITY and HF_HUB_VERBOSITY: so those
+    variables, unless the user set them.
     """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     warnings.filterwarnings("ignore")
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.ERROR)
