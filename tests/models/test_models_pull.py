@@ -23,7 +23,7 @@ from fake_hub import (  # noqa: F401 (fixtures)
 
 from squish.engine.ref import ModelRef
 from squish.errors import EngineFailure, ModelError, ModelNotFound, UserError
-from squish.models import cache, inventory, pull, store, transfer
+from squish.models import cache, hardware, inventory, pull, store, transfer
 
 SHARD = "model-00001-of-00002.safetensors"
 
@@ -306,6 +306,23 @@ def test_a_model_another_tool_cached_is_listed_verified_on_first_use_and_not_own
     asked = len(fake_hub.requests)
     assert pull.ready_dir(TINY_REPO, tmp_path, hf_cache_of(tmp_path)) == snapshot
     assert len(fake_hub.requests) == asked
+
+
+def test_the_picker_offers_a_model_another_tool_cached_ready_to_load(fake_hub, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    machine = hardware.Hardware("CPU", "test machine", 8.0, 6.0, 100.0)
+
+    def row():
+        [found] = [r for r in inventory.picker_rows(tmp_path, machine, hf_cache_of(tmp_path)) if r.name == TINY_REPO]
+        return found
+
+    snapshot_download(TINY_REPO, cache_dir=hf_cache_of(tmp_path), endpoint=fake_hub.url)
+    first = row()
+    assert first.ready and first.kind == "local" and first.target == TINY_REPO
+    assert "in the Hugging Face cache" in first.detail and "checked on first load" in first.detail
+    store.verify(resolve(first.target, tmp_path), tmp_path)  # what loading it does first
+    assert "checked on first load" not in row().detail
 
 
 def test_a_damaged_file_in_the_cache_is_refused_at_load_and_fetched_again(fake_hub, tiny_repo_files, tmp_path):
