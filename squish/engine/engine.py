@@ -200,6 +200,10 @@ class Engine:
     def memory(self) -> EventStream:
         return self._submit("memory")
 
+    def score(self, request) -> EventStream:
+        """Log-likelihoods of continuations after a prompt (scoring.ScoreRequest -> scoring.Scores)."""
+        return self._submit("score", request)
+
     def drop_session(self, session: str) -> EventStream:
         return self._submit("drop_session", session)
 
@@ -243,6 +247,7 @@ class Engine:
             "drop_session": self._drop_session,
             "close": self._close,
             "save_session": self._save_session,
+            "score": self._score,
         }
         finish = "ok"
         try:
@@ -325,6 +330,11 @@ class Engine:
             except prompt_cache.Rejected as exc:
                 stream.put(Notice(f"{exc}: the history is prefilled instead"))
         return session or Session(make_prompt_cache(self._model), [])
+    def _score(self, request, stream: EventStream) -> None:
+        from .scoring import score
+
+        validate(ChatRequest(request.messages, timeout_s=request.timeout_s))
+        score(self, request, stream)
 
     def _memory(self, _payload, stream: EventStream) -> None:
         active, peak, cache = mlx_memory_gb()
