@@ -96,7 +96,14 @@ def looks_like_call(value: Any) -> bool:
     return all(isinstance(i, dict) and "name" in i and ({"arguments", "parameters"} & set(i)) for i in items)
 
 
-def parse(reply: str) -> ParsedReply:
+def parse(reply: str, form: str = "squish", tools: list[dict] | None = None) -> ParsedReply:
+    """The calls of a reply. `form`: squish's own and Hermes/Qwen JSON are read here, tolerantly;
+    any other family's format (an mlx-lm parser name) by mlx-lm's parser for it."""
+    if form not in ("squish", "json_tools"):
+        from squish.engine.toolformat import parse as parse_format
+
+        prose, calls, error = parse_format(form, reply, tools)
+        return ParsedReply(prose, calls, error)
     if OPEN in reply:
         prose, calls = [], []
         rest = reply

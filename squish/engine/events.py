@@ -135,6 +135,8 @@ class ModelInfo:
     identity: str = ""  # changes when the weights or config do: a saved KV cache must match it
     thinking: bool = False  # the chat template knows <think> blocks
     thinking_switch: bool = False  # the chat template takes enable_thinking
+    # The mlx-lm tool parser its chat template calls for (engine/toolformat.py), None without one.
+    tool_format: str | None = None
 
 
 def describe_quantization(config: dict) -> str:

@@ -17,6 +17,7 @@ from ..errors import ModelError
 from . import native
 from .events import ModelInfo, describe_quantization
 from .memory import GB, backend_name
+from .toolformat import tool_format
 
 
 def check_finite(model: nn.Module) -> None:
@@ -74,5 +75,6 @@ def load(name: str, model_dir: Path):
         identity=identity(model_dir),
         thinking=bool(getattr(tokenizer, "has_thinking", False)) or "<think>" in template,
         thinking_switch="enable_thinking" in template,
+        tool_format=tool_format(tokenizer),
     )
     return model, tokenizer, info
