@@ -117,10 +117,14 @@ class ScriptedEngine:
     Progress events, with fixed Stats. Every request is recorded.
     """
 
-    def __init__(self, *replies, answer: str = SCRIPTED_ANSWER, model_path: str | Path = "/scripted") -> None:
+    def __init__(
+        self, *replies, answer: str = SCRIPTED_ANSWER, model_path: str | Path = "/scripted", scores=None
+    ) -> None:
         from squish.engine.events import ModelInfo
 
         self.replies = list(replies)
+        self.scores = scores  # scores(ScoreRequest) -> one log-likelihood per continuation (the router's)
+        self.score_requests = []
         self.answer = answer
         self.info = ModelInfo("scripted:1m", str(model_path), "llama", "Q4 g32", 8192, 2, 0.001, "CPU")
         self.requests = []
@@ -140,6 +144,16 @@ class ScriptedEngine:
         from squish.engine.events import Done, Loaded, Status
 
         return self._stream(Status("loading scripted:1m"), Loaded(self.info), Done("ok"))
+
+    def score(self, request):
+        from squish.engine.events import Done, Error
+        from squish.engine.scoring import Scores
+
+        self.score_requests.append(request)
+        if self.scores is None:
+            return self._stream(Error("this scripted engine has no scores", 2), Done("error"))
+        values = tuple(self.scores(request))
+        return self._stream(Scores(values, (1,) * len(values), 10, 0, 1.0, "scripted"), Done("ok"))
 
     def memory(self):
         from squish.engine.events import Done, Memory

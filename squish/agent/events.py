@@ -58,6 +58,16 @@ class Validated:
 
 
 @dataclass(frozen=True)
+class ToolChosen:
+    """The router chose the tool before the call was written (squish.agent.choose)."""
+
+    step: int
+    name: str | None  # None: no tool is needed
+    ranking: tuple  # (candidate, score) pairs, best first
+    mode: str  # how it chose: "model", "words" or "both"
+
+
+@dataclass(frozen=True)
 class Retrying:
     """The last reply was malformed or invalid; the model is asked again with new sampling."""
 
@@ -136,6 +146,7 @@ class StepRecord:
     calls: list[CallRecord] = field(default_factory=list)
     answer: str | None = None
     notices: list[str] = field(default_factory=list)
+    chosen: dict | None = None  # the router's choice: {"tool", "mode", "ranking"}
 
     def public(self) -> dict:
         return asdict(self)
@@ -172,6 +183,12 @@ class Transcript:
         elif isinstance(event, Validated):
             record = self._call(event.call_id)
             record.valid, record.errors = event.ok, list(event.errors)
+        elif isinstance(event, ToolChosen):
+            self.steps[-1].chosen = {
+                "tool": event.name,
+                "mode": event.mode,
+                "ranking": [[name, round(score, 2)] for name, score in event.ranking],
+            }
         elif isinstance(event, Retrying):
             self.steps[-1].retries.append(
                 {"attempt": event.attempt, "reason": event.reason, "temperature": event.temperature, "seed": event.seed}

@@ -16,12 +16,13 @@ model, and the run ends with a `Stopped` event saying why.
 import json
 import logging
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from . import constrain, prompt
+from . import choose, constrain, grammar, prompt
 from .approval import ALLOW_ONCE, ALLOW_SESSION, Approvals
 from .events import (
     Answer,
@@ -35,11 +36,12 @@ from .events import (
     StepStarted,
     Stopped,
     ToolCall,
+    ToolChosen,
     ToolFinished,
     Transcript,
     Validated,
 )
-from .parser import CLOSE, ParsedReply, parse
+from .parser import CLOSE, OPEN, ParsedReply, parse
 from .sandbox import Call, ToolError, cap
 from .tools import RISKY, Registry, ToolContext
 
@@ -62,6 +64,12 @@ class AgentConfig:
     constrained: bool = True
     execute: bool = True  # False: propose validated calls and run nothing (--no-exec)
     request_timeout_s: float = 300.0
+    # Compensations for small models, in squish's own call format (docs/agent.md has the measurements).
+    route: str = "both"  # choose the tool first (squish.agent.choose): off, model, words or both
+    copy_args: bool = True  # string arguments are pieces of the user's words or tool results ("." for a path)
+    bounds: bool = True  # bounded strings, runaway strings ended, a call's tokens bounded by its schema
+    single_call: bool = True  # one call per reply unless the request names several things
+    clean_retry: bool = True  # a retry starts from the clean context plus the correction
 
 
 @dataclass
@@ -72,6 +80,7 @@ class AgentResult:
     transcript: Transcript
     seed: int
     tool_calls: list[dict] = field(default_factory=list)  # validated calls, {"name", "arguments"}
+    changed_files: list[str] = field(default_factory=list)  # recorded for undo, relative to the workspace
 
     def public(self) -> dict:
         return {
@@ -80,6 +89,7 @@ class AgentResult:
             "message": self.message,
             "steps": [step.public() for step in self.transcript.steps],
             "notices": self.transcript.notices,
+            "changed_files": self.changed_files,
             "seed": self.seed,
         }
 
@@ -87,6 +97,22 @@ class AgentResult:
 class Abort(Exception):
     def __init__(self, reason: str, message: str):
         self.reason, self.message = reason, message
+
+
+SEVERAL = re.compile(r"\b(and|both|each|every)\b", re.IGNORECASE)  # a request that may need several calls
+# ... and one that surely does: the same preposition again after "and" ("in Rome and in Oslo").
+REPEATED = re.compile(r"\b(in|for|at|to|from|on|of|with)\b[^,.;:?!]*?\band\s+\1\b", re.IGNORECASE)
+
+
+def unique(calls: list[dict]) -> list[dict]:
+    """The calls without repeats (a small model often writes the same call twice)."""
+    seen, kept = set(), []
+    for call in calls:
+        key = json.dumps([call.get("name"), call.get("arguments")], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            kept.append(call)
+    return kept
 
 
 def canonical(call: dict) -> str:
@@ -111,6 +137,8 @@ class Agent:
         template_tools: bool = False,
         on_event: Callable | None = None,
         session: str | None = None,
+        undo=None,
+        call_format: str = "json_tools",
     ):
         if not len(registry):
             raise ValueError("the agent needs at least one tool")
@@ -121,6 +149,8 @@ class Agent:
         self.config = config or AgentConfig()
         self.template_tools = template_tools
         self.on_event = on_event
+        self.undo = undo  # an UndoLog: file changes are recorded so `squish undo` can revert them
+        self.recorder = None
         self.tools = list(registry)
         self.system = prompt.system_prompt(self.tools, template_tools)
         # The engine keeps this conversation's KV cache between steps. A caller-given session
@@ -131,7 +161,17 @@ class Agent:
         self._stream = None
         self._call: Call | None = None  # the tool call running now
         self._stream_lock = threading.Lock()  # guards _stream and _call
-        self.constraint_problem = constrain.check(self.tools) if self.config.constrained else ""
+        # The model family's call syntax: squish's own (SmolLM2), or the template's (an mlx-lm parser name).
+        self.form = call_format if template_tools else "squish"
+        self.constraint_problem = ""
+        if self.config.constrained:
+            if self.form not in grammar.FORMS:
+                self.constraint_problem = f"there is no grammar for the {self.form} call format yet"
+            elif problem := constrain.check(self.tools, self.form):
+                self.constraint_problem = f"llguidance cannot use these schemas ({problem})"
+        self.router = None
+        if self.config.route != "off" and not template_tools:
+            self.router = choose.Router(engine, self.tools, session=f"{self.session}-route")
 
     # Control from other threads.
 
@@ -158,15 +198,17 @@ class Agent:
         self.executed: dict[str, int] = {}  # canonical call -> self.changes when it last ran
         self.changes = 0  # risky calls run so far: a repeat after one may see a new state
         self.proposed: list[dict] = []
+        self.recorder = self.undo.begin(task) if self.undo is not None else None
         if any(m.get("role") not in ("user", "assistant") for m in history):
             raise ValueError("history may hold only user and assistant turns: the system prompt is squish's")
+        self.history_text = [m["content"] for m in history if m.get("role") == "user"]
         messages = [{"role": "system", "content": self.system}]
         messages += [{"role": m["role"], "content": prompt.neutralize(m["content"])} for m in history]
         messages.append({"role": "user", "content": prompt.neutralize(task)})
         if self.constraint_problem:
             self.emit(
                 Notice(
-                    0, f"constrained decoding is off: llguidance cannot use these schemas ({self.constraint_problem})"
+                    0, f"constrained decoding is off: {self.constraint_problem}; calls are still validated and retried"
                 )
             )
         try:
@@ -185,7 +227,8 @@ class Agent:
                 # Waited for: a process that exits while the engine frees MLX arrays aborts.
                 self.engine.drop_session(self.session).collect()
         self.emit(Stopped(reason, message))
-        return AgentResult(answer or "", reason, message, self.transcript, self.seed, self.proposed)
+        changed = self.recorder.changed if self.recorder is not None else []
+        return AgentResult(answer or "", reason, message, self.transcript, self.seed, self.proposed, changed)
 
     def emit(self, event) -> None:
         self.transcript.add(event)
@@ -219,19 +262,50 @@ class Agent:
 
     # Model replies.
 
+    def _plan(self, step: int) -> dict:
+        """Which tools this reply may call, how many calls, and what the router chose."""
+        several = bool(SEVERAL.search(self.task))
+        plan = {
+            "tools": self.tools,
+            # The first reply of an agent run must call a tool (a small model asked to act would
+            # otherwise often answer from nothing); later ones may be [] ("done").
+            "min_calls": int(step == 1 or not self.config.execute),
+            "max_calls": grammar.MAX_CALLS if several or not self.config.single_call else 1,
+            "choice": None,
+        }
+        if self.router is None or step != 1:
+            return plan
+        try:
+            choice = self.router.choose(self.task, self.config.route)
+        except Exception as exc:  # the router is a help: without it the model chooses by itself
+            self.emit(Notice(step, f"the tool could not be chosen first ({exc}); the model chooses"))
+            return plan
+        self.emit(ToolChosen(step, choice.name, choice.ranking, choice.mode))
+        plan["choice"] = choice
+        if choice.name is None:
+            plan.update(tools=[], min_calls=0)
+        else:
+            twice = self.config.single_call and REPEATED.search(self.task)
+            plan.update(tools=[self.registry.get(choice.name)], min_calls=2 if twice else 1)
+        return plan
+
     def _reply_with_valid_calls(self, step: int, messages: list[dict]) -> tuple[str, ParsedReply, list[str]]:
         """The reply (raw, parsed) with valid calls and their ids, after at most max_retries retries."""
+        plan = self._plan(step)
+        if not plan["tools"] and plan["min_calls"] == 0 and self.router is not None and step == 1:
+            return "", ParsedReply(""), []  # the router found no tool needed
         attempt_messages = list(messages)
         for attempt in range(self.config.max_retries + 1):
             temperature, seed = self._sampling(attempt)
-            text, finish = self._generate(step, attempt, attempt_messages, temperature, seed)
-            reply = parse(text)
+            text, finish, limit = self._generate(step, attempt, attempt_messages, temperature, seed, plan)
+            reply = parse(text, self.form, [t.openai() for t in self.tools])
+            reply.calls = unique(reply.calls)
             problems = []
             if reply.error:
                 problems.append(reply.error)
-            elif reply.opened_call and finish == "length":
+            elif finish == "length" and (reply.opened_call or OPEN in text):
                 # The parser can close cut-off JSON, but a cut-off argument is not what the model meant.
-                problems.append(f"the reply reached the limit of {self.config.call_tokens} tokens inside the tool call")
+                problems.append(f"the reply reached the limit of {limit} tokens inside the tool call")
             ids = []
             for index, call in enumerate(reply.calls, 1):
                 call_id = f"s{step}c{index}" if attempt == 0 else f"s{step}r{attempt}c{index}"
@@ -241,7 +315,8 @@ class Agent:
                 self.emit(Validated(step, call_id, not errors, tuple(errors)))
                 problems += errors
             if not problems:
-                messages[:] = attempt_messages  # failed replies and corrections stay: the model learns from them
+                if not self.config.clean_retry:
+                    messages[:] = attempt_messages  # failed replies and corrections stay in the context
                 return text, reply, ids
             reason = "; ".join(problems)
             if attempt == self.config.max_retries:
@@ -251,11 +326,23 @@ class Agent:
                 )
             next_temperature, next_seed = self._sampling(attempt + 1)
             self.emit(Retrying(step, attempt + 1, reason, next_temperature, next_seed))
-            attempt_messages += [
-                {"role": "assistant", "content": prompt.neutralize(text)},
-                {"role": "user", "content": prompt.correction(reason, self.tools)},
-            ]
+            likely = self._likely_tool(plan, reply.calls)
+            correction = {"role": "user", "content": prompt.correction(reason, self.tools, likely)}
+            if self.config.clean_retry:
+                # The failed reply stays out: a runaway fed back is a runaway written again.
+                attempt_messages = list(messages) + [correction]
+            else:
+                attempt_messages += [{"role": "assistant", "content": prompt.neutralize(text)}, correction]
         raise AssertionError("unreachable")
+
+    def _likely_tool(self, plan: dict, calls: list[dict]) -> str | None:
+        """The tool the correction names: the router's choice, else its runner-up, else none."""
+        choice = plan["choice"]
+        if choice is None:
+            return None
+        if choice.name and not any(c["name"] != choice.name for c in calls):
+            return choice.name
+        return choice.runner_up
 
     def _sampling(self, attempt: int) -> tuple[float, int]:
         """A retry changes sampling: a blind greedy retry would write the same reply again."""
@@ -272,23 +359,32 @@ class Agent:
         return [f"{tool.name} arguments {error}" for error in tool.errors(call["arguments"])]
 
     def _generate(
-        self, step: int, attempt: int, messages: list[dict], temperature: float, seed: int
-    ) -> tuple[str, str]:
+        self, step: int, attempt: int, messages: list[dict], temperature: float, seed: int, plan: dict
+    ) -> tuple[str, str, int]:
+        """(text, finish reason, token limit) of one reply."""
         from squish.engine.engine import ChatRequest
 
         factory = None
-        if self.config.constrained and not self.constraint_problem:
-            if self.template_tools:
-                factory = constrain.processor_factory(self.tools, lazy=self.config.execute, min_calls=1)
-            else:
-                # The first reply must call a tool (a small model asked to act would otherwise
-                # often answer from nothing); later ones may be [] ("done").
-                min_calls = int(step == 1 or not self.config.execute)
-                factory = constrain.processor_factory(self.tools, lazy=False, min_calls=min_calls)
+        limit = self.config.call_tokens
+        if self.config.constrained and not self.constraint_problem and plan["tools"]:
+            lazy = self.template_tools and self.config.execute
+            factory = constrain.processor_factory(
+                plan["tools"],
+                self.form,
+                plan["min_calls"],
+                plan["max_calls"],
+                sources=self._sources() if self.config.copy_args and not self.template_tools else (),
+                copy=self.config.copy_args and not self.template_tools,
+                bounds=self.config.bounds,
+                lazy=lazy,
+            )
+            if self.config.bounds and not lazy:
+                # A call cannot need more tokens than its grammar has characters.
+                limit = min(limit, factory.max_chars)
         request = ChatRequest(
             messages,
             session=self.session,
-            max_tokens=self.config.call_tokens,
+            max_tokens=limit,
             temperature=temperature,
             top_p=self.config.top_p,
             seed=seed,
@@ -299,7 +395,14 @@ class Agent:
         )
         text, stats, finish = self._stream_text(step, request)
         self.emit(ModelReplied(step, attempt, text, stats[0], stats[1], finish, factory is not None))
-        return text, finish
+        for constraint in getattr(factory, "made", []):
+            for why in constraint.runaways[:1]:
+                self.emit(Notice(step, f"a string argument started {why}; squish closed it"))
+        return text, finish, limit
+
+    def _sources(self) -> list[str]:
+        """Where copied argument values come from: the task, earlier user turns, the tool results."""
+        return [self.task, *self.history_text, *(output for _, ok, output in self.results if ok)]
 
     def _stream_text(self, step: int, request) -> tuple[str, tuple[float, float], str]:
         from squish.engine.events import Error, Stats, Token
@@ -374,8 +477,9 @@ class Agent:
         """Count repeats (the third identical call stops the run); return a stale repeat, if any.
 
         Stale: in squish's own format, every call of the reply is a read-only call the model
-        already made with nothing changed since; its result is in the conversation, so the
-        model has nothing new to learn by calling and is asked for the answer instead.
+        already made with nothing changed since, or a change (write, edit, shell) it already
+        made or tried; its result is in the conversation, so the model has nothing new to
+        learn by calling and is asked for the answer instead.
         """
         for call in calls:
             key = canonical(call)
@@ -388,11 +492,13 @@ class Agent:
                 )
         if self.template_tools:
             return ""
-        stale = [
-            c
-            for c in calls
-            if self.registry.get(c["name"]).risk != RISKY and self.executed.get(canonical(c)) == self.changes
-        ]
+        def known(call: dict) -> bool:
+            ran = self.executed.get(canonical(call))
+            if self.registry.get(call["name"]).risk == RISKY:
+                return ran is not None  # the same change again: made already, or failed already
+            return ran == self.changes  # a read whose result is still current
+
+        stale = [c for c in calls if known(c)]
         return describe(stale[0]) if len(stale) == len(calls) else ""
 
     def _execute(self, step: int, call_id: str, call: dict) -> tuple[bool, str]:
@@ -404,7 +510,9 @@ class Agent:
         elif tool.risk == RISKY and not self._approved(step, call_id, call, tool):
             output = f"the user denied this {tool.name} call; do not retry it, answer or choose another way"
         else:
+            touched = self._record("before", step, tool, call["arguments"], [])
             ok, output = self._run_tool(tool, call["arguments"])
+            self._record("after", step, tool, call["arguments"], touched)
             if tool.risk == RISKY:
                 self.changes += 1
         output = cap(output, self.context.output_cap)
@@ -412,6 +520,21 @@ class Agent:
         self.results.append((call, ok, output))
         self.emit(ToolFinished(step, call_id, call["name"], ok, output, (time.perf_counter() - started) * 1000))
         return ok, output
+
+    def _record(self, moment: str, step: int, tool, arguments: dict, touched: list) -> list:
+        """Undo bookkeeping around a call that changes files; a failure to record is a notice, not a stop."""
+        if self.recorder is None or tool.changes is None:
+            return []
+        try:
+            paths = touched or tool.changes(arguments, self.context)
+            for path in paths:
+                getattr(self.recorder, moment)(path)
+            return paths
+        except ToolError:
+            return []  # the call itself will fail on the same path and say why
+        except OSError as exc:
+            self.emit(Notice(step, f"undo could not record this {tool.name} call: {exc}"))
+            return []
 
     def _approved(self, step: int, call_id: str, call: dict, tool) -> bool:
         request = ApprovalNeeded(step, ToolCall(call_id, call["name"], call["arguments"]), "")

@@ -102,10 +102,11 @@ def assistant_call_message(text: str, calls: list[dict], template_tools: bool) -
     return {"role": "assistant", "content": neutralize(text)}
 
 
-def correction(reason: str, tools) -> str:
+def correction(reason: str, tools, likely: str | None = None) -> str:
     names = ", ".join(tool.name for tool in tools)
+    hint = f" The tool for this is most likely {likely}." if likely else ""
     return (
         f"Your tool call was rejected: {reason}\n"
         f'Reply with one corrected call, {OPEN}[{{"name": ..., "arguments": {{...}}}}]{CLOSE}, '
-        f"using a tool among: {names}."
+        f"using a tool among: {names}.{hint}"
     )

@@ -48,6 +48,9 @@ class Tool:
     preview: Callable[[dict, ToolContext], str] | None = None  # what an approval prompt shows
     # Introduces a result in plain words ("The file notes.txt says:"), which small models follow.
     label: Callable[[dict], str] | None = None
+    # The files a call will change, for undo (write_file, edit_file); None: nothing undoable.
+    changes: Callable[[dict, "ToolContext"], list[Path]] | None = None
+    source: str = "built-in"  # "built-in", "file:<path>" (--tools) or "mcp:<server>"
     validator: Draft202012Validator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +131,9 @@ def load_tools_file(path: str | Path) -> list[Tool]:
         if not isinstance(parameters, dict):
             raise ValueError(f"{where}: parameters must be a JSON object")
         try:
-            tools.append(Tool(function["name"], str(function.get("description", "")), parameters))
+            tools.append(
+                Tool(function["name"], str(function.get("description", "")), parameters, source=f"file:{path}")
+            )
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
     return tools
@@ -243,18 +248,28 @@ def run_shell(args: dict, ctx: ToolContext) -> str:
 
 
 def shell_preview(args: dict, ctx: ToolContext) -> str:
-    return f"$ {args['command']}\n(in {ctx.workspace.root}, timeout {ctx.shell_timeout_s:g} s)"
+    return (
+        f"$ {args['command']}\n(in {ctx.workspace.root}, timeout {ctx.shell_timeout_s:g} s; "
+        "what a shell command changes cannot be undone)"
+    )
 
 
-def string(description: str) -> dict:
-    return {"type": "string", "description": description}
+def changed_path(args: dict, ctx: ToolContext) -> list[Path]:
+    return [ctx.workspace.resolve(args["path"])]
+
+
+def string(description: str, max_length: int) -> dict:
+    return {"type": "string", "description": description, "maxLength": max_length}
 
 
 def builtin_tools() -> list[Tool]:
     def schema(required: list[str], **properties) -> dict:
         return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
-    path = string("path relative to the workspace, '.' for the workspace itself")
+    # Descriptions name what a tool is for in the words people use for it: a small model (and
+    # the router, squish.agent.choose) picks the tool from them.
+    path = string("path relative to the workspace, '.' for the workspace itself", 260)
+    file = string("file path relative to the workspace", 260)
     return [
         Tool(
             "list_dir",
@@ -267,43 +282,45 @@ def builtin_tools() -> list[Tool]:
         ),
         Tool(
             "read_file",
-            "Read a text file.",
-            schema(["path"], path=path),
+            "Read a text file and show its contents.",
+            schema(["path"], path=file),
             handler=read_file,
             label=lambda a: f"The file {a['path']} says:",
         ),
         Tool(
             "search_files",
-            "Find lines containing some text in the files under a path.",
-            schema(["query"], query=string("text to find"), path=path),
+            "Search the files under a path for lines that mention some text.",
+            schema(["query"], query=string("text to find", 200), path=path),
             handler=search_files,
             label=lambda a: f"Lines containing {a['query']!r}:",
         ),
         Tool(
             "write_file",
-            "Create or overwrite a text file.",
-            schema(["path", "content"], path=path, content=string("the whole new content")),
+            "Create, write or save a text file with the given content.",
+            schema(["path", "content"], path=file, content=string("the whole new content", 100_000)),
             RISKY,
             write_file,
             write_preview,
+            changes=changed_path,
         ),
         Tool(
             "edit_file",
-            "Replace one exact piece of text in a file.",
+            "Edit a file: replace or change one exact piece of its text.",
             schema(
                 ["path", "old_text", "new_text"],
-                path=path,
-                old_text=string("text to replace"),
-                new_text=string("replacement"),
+                path=file,
+                old_text=string("text to replace", 20_000),
+                new_text=string("replacement", 20_000),
             ),
             RISKY,
             edit_file,
             edit_preview,
+            changes=changed_path,
         ),
         Tool(
             "run_shell",
             "Run a shell command in the workspace.",
-            schema(["command"], command=string("the command line")),
+            schema(["command"], command=string("the command line", 2000)),
             RISKY,
             run_shell,
             shell_preview,

@@ -20,24 +20,29 @@ def workspace(tmp_path):
 class Run:
     """A scripted agent run: the agent, its scripted engine, and every event it emitted."""
 
-    def __init__(self, workspace, replies, template_tools=False, ask=None, allow_all=False, tools=None, **config):
+    def __init__(
+        self, workspace, replies, template_tools=False, ask=None, allow_all=False, tools=None, scores=None, **config
+    ):
         from squish.agent.approval import Approvals
         from squish.agent.loop import Agent, AgentConfig
         from squish.agent.sandbox import Workspace
         from squish.agent.tools import Registry, ToolContext, builtin_tools
 
-        self.engine = ScriptedEngine(*replies)
+        self.engine = ScriptedEngine(*replies, scores=scores)
         self.events = []
         self.arrived = threading.Condition()  # notified on every event, for wait_for
         self.context = ToolContext(Workspace(workspace), shell_timeout_s=config.pop("shell_timeout_s", 5.0))
+        call_format = config.pop("call_format", "json_tools")
         self.agent = Agent(
             self.engine,
             Registry(tools if tools is not None else builtin_tools()),
             self.context,
             Approvals(ask=ask, allow_all=allow_all),
-            AgentConfig(**{"seed": 1234, **config}),
+            # Routing scores names with the model: off unless a test scripts the scores.
+            AgentConfig(**{"seed": 1234, "route": "off" if scores is None else "both", **config}),
             template_tools=template_tools,
             on_event=self.record,
+            call_format=call_format,
         )
 
     def record(self, event) -> None:
