@@ -1,7 +1,8 @@
 """Command line: `squish` dispatches to the chat app, a one-shot answer or a command.
 
 Nothing here imports mlx or textual at module level: `squish --help` stays fast. One module per
-command: chat (one-shot -p), agent, models (models, pull, rm), bench; parsers in parser.py.
+command: chat (one-shot -p), agent, models (models, pull, rm), bench, tools (tools, undo);
+parsers in parser.py.
 Exit codes: 0 ok, 1 user or input error, 2 runtime or system error.
 """
 
@@ -60,12 +61,26 @@ def chats_command(argv: list[str]) -> int:
     return chats(argv)
 
 
+def tools_command(argv: list[str]) -> int:
+    from .tools import tools
+
+    return tools(argv)
+
+
+def undo_command(argv: list[str]) -> int:
+    from .tools import undo
+
+    return undo(argv)
+
+
 COMMANDS = {
     "bench": bench_command,
     "chats": chats_command,
     "models": models_command,
     "pull": pull_command,
     "rm": rm_command,
+    "tools": tools_command,
+    "undo": undo_command,
 }
 
 
@@ -80,7 +95,7 @@ def run(argv: list[str]) -> int:
     from .models import configured_default
 
     default_model = configured_default()  # None: the embedded model
-    if any((args.agent, args.tools, args.no_exec, args.yes, args.workspace, args.max_steps is not None)):
+    if any((args.agent, args.tools, args.no_exec, args.yes, args.workspace, args.mcp, args.max_steps is not None)):
         if args.prompt is None:
             raise UsageError("agent mode needs -p PROMPT (in the chat app, use /agent)")
         from .agent import run_agent

@@ -22,7 +22,9 @@ examples:
   squish models                            local models, and catalog models that fit this machine
   squish pull qwen2.5:1.5b                 download a model, then: squish --model qwen2.5:1.5b
   squish --agent -p "Which files are in this folder?"
+  squish --agent --mcp servers.json -p "What time is it in Tokyo?"
   squish -p "Weather in Paris?" --tools weather.json --no-exec --json
+  squish undo                              revert the files the last agent run changed
 """
 
 BENCH_EXAMPLES = """\
@@ -93,12 +95,17 @@ def main_parser() -> Parser:
     agent.add_argument("--yes", action="store_true", help="allow risky tools (write, edit, shell) without asking")
     agent.add_argument("--max-steps", type=int, help="most tool steps before the agent stops (default 8)")
     agent.add_argument("--workspace", metavar="DIR", help="folder the tools work in (default: the current one)")
+    agent.add_argument(
+        "--mcp", metavar="FILE", help='MCP servers, {"mcpServers": {...}} ($SQUISH_HOME/mcp.json is read too)'
+    )
     parser.epilog = EXAMPLES + (
         "\ncommands:\n  bench    benchmark squish against mlx_lm (squish bench --help)\n"
         "  chats    list saved chats, export one (squish chats --help)\n"
         "  models   list local and catalog models (squish models --help)\n"
         "  pull     download a model from the Hugging Face hub (squish pull --help)\n"
         "  rm       delete a downloaded model\n"
+        "  tools    list the agent's tools, with MCP servers' (squish tools --help)\n"
+        "  undo     revert the agent's last file changes (squish undo --help)\n"
     )
     return parser
 
@@ -207,4 +214,42 @@ def chats_parser() -> Parser:
     export.add_argument("id", type=int, help="the chat's id (first column of squish chats)")
     export.add_argument("--json", action="store_true", help="JSON instead of Markdown")
     export.add_argument("-o", "--output", metavar="FILE", help="write FILE (never overwritten) instead of stdout")
+    return parser
+
+
+def tools_parser() -> Parser:
+    parser = Parser(
+        prog="squish tools",
+        description="List the tools the agent can call: built-in, from --tools files, and from MCP servers.",
+        epilog=(
+            "examples:\n  squish tools\n  squish tools --mcp servers.json --json\n"
+            "  squish tools --tools weather.json\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--tools", metavar="FILE", help="also list the tools of an OpenAI-style schema file")
+    parser.add_argument(
+        "--mcp", metavar="FILE", help='MCP servers, {"mcpServers": {...}} ($SQUISH_HOME/mcp.json is read too)'
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def undo_parser() -> Parser:
+    parser = Parser(
+        prog="squish undo",
+        description=(
+            "Revert the files that agent runs changed (write_file, edit_file) in a workspace, newest run "
+            "first, and show the diff. A file changed since by someone else is left alone unless --force. "
+            "Shell commands cannot be undone."
+        ),
+        epilog="examples:\n  squish undo\n  squish undo 3 --dry-run\n  squish undo --list\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("count", nargs="?", type=int, default=1, help="how many runs to revert (default 1)")
+    parser.add_argument("--workspace", metavar="DIR", help="the agent's workspace (default: the current folder)")
+    parser.add_argument("--list", action="store_true", help="list the runs that can be undone; change nothing")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be reverted; change nothing")
+    parser.add_argument("--force", action="store_true", help="revert files changed since the agent's change too")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

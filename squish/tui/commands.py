@@ -27,7 +27,8 @@ COMMANDS = {
         Command("copy", "", "copy the last answer to the clipboard"),
         Command("stats", "", "details of the last answer and this chat"),
         Command("agent", "", "agent mode on/off: the model uses tools in the current folder, step by step"),
-        Command("tools", "", "the agent's tools: name, risk, what each does"),
+        Command("tools", "", "the agent's tools: name, risk, where from (built-in, MCP server), what each does"),
+        Command("undo", "[N] [force]", "revert the file changes of the last agent run (or the last N), with the diff"),
         Command("quit", "", "leave squish (also Ctrl+Q)"),
     ]
 }

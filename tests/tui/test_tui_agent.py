@@ -5,6 +5,11 @@ branches and card layout). The real model's agent run is tested through the CLI
 (tests/agent/test_agent_model.py), which keeps the suite under its 10-minute budget.
 """
 
+import json
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from helpers import HANG, NO_CALL, ScriptedEngine, call
 
@@ -31,10 +36,14 @@ def agent_app(tmp_path, workspace, history):
     """agent_app(reply, reply, ...) -> a SquishApp on a scripted model, working in `workspace`."""
     model_dir = tmp_path / "model"
     model_dir.mkdir()
+    home = tmp_path / "home"  # undo records and mcp.json live here, not in the user's own home
+    home.mkdir()
 
-    def make(*replies):
+    def make(*replies, mcp=None):
+        if mcp is not None:
+            (home / "mcp.json").write_text(json.dumps({"mcpServers": mcp}))
         engine = ScriptedEngine(*replies, model_path=model_dir)
-        return SquishApp(engine, history, max_tokens=64, workspace=workspace)
+        return SquishApp(engine, history, max_tokens=64, workspace=workspace, home=home)
 
     return make
 
@@ -196,3 +205,68 @@ async def test_chat_mode_is_untouched_by_agent_mode(agent_app, wait_until):
         await wait_until(pilot, lambda: not screen.busy and screen.last_answer, timeout=10, what="the answer")
         assert screen.last_answer == "Hello there."
         assert not screen.query(StepCard)
+
+
+async def allowed_edit(pilot, wait_until):
+    screen = await agent_ready(pilot, wait_until)
+    await type_line(pilot, "Replace milk with bread in notes.txt")
+    await wait_until(
+        pilot, lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)), timeout=20, what="approval"
+    )
+    await pilot.press("a")
+    await wait_until(pilot, lambda: not screen.busy, timeout=20, what="the agent run")
+    return screen
+
+
+async def test_undo_reverts_the_last_runs_edit_and_shows_the_diff(agent_app, workspace, wait_until):
+    app = agent_app(call("edit_file", path="notes.txt", old_text="milk", new_text="bread"), NO_CALL, "Done.")
+    async with app.run_test(size=SIZE) as pilot:
+        await allowed_edit(pilot, wait_until)
+        assert (workspace / "notes.txt").read_text() == "buy bread\n"
+        await type_line(pilot, "/undo")
+        assert isinstance(app.screen, InfoScreen)
+        assert "-buy bread" in app.screen.markdown and "+buy milk" in app.screen.markdown
+        assert (workspace / "notes.txt").read_text() == "buy milk\n"
+        await pilot.press("escape")
+        await type_line(pilot, "/undo")
+        assert "Nothing to undo" in app.screen.markdown
+
+
+async def test_undo_leaves_a_file_changed_since_and_says_how_to_force(agent_app, workspace, wait_until):
+    app = agent_app(call("edit_file", path="notes.txt", old_text="milk", new_text="bread"), NO_CALL, "Done.")
+    async with app.run_test(size=SIZE) as pilot:
+        await allowed_edit(pilot, wait_until)
+        (workspace / "notes.txt").write_text("my own words\n")
+        await type_line(pilot, "/undo")
+        assert "changed since" in app.screen.markdown and "/undo force" in app.screen.markdown
+        assert (workspace / "notes.txt").read_text() == "my own words\n"
+        await pilot.press("escape")
+        await type_line(pilot, "/undo force")
+        assert (workspace / "notes.txt").read_text() == "buy milk\n"
+
+
+MCP_SERVER = str(Path(__file__).parents[1] / "agent" / "mcp_server.py")
+
+
+async def test_mcp_tools_are_listed_called_and_their_server_stops_with_the_app(agent_app, tmp_path, wait_until):
+    import psutil
+
+    pid_file = tmp_path / "mcp.pid"
+    server = {"command": sys.executable, "args": [MCP_SERVER, "stdio"], "env": {"MCP_PID_FILE": str(pid_file)}}
+    app = agent_app(call("t__echo", text="hello from mcp"), NO_CALL, "It echoed.", mcp={"t": server})
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await agent_ready(pilot, wait_until)
+        await type_line(pilot, "/tools")
+        await wait_until(pilot, lambda: isinstance(app.screen, InfoScreen), timeout=30, what="the tools list")
+        assert "`t__echo`" in app.screen.markdown and "MCP server t" in app.screen.markdown
+        await pilot.press("escape")
+        await type_line(pilot, "echo something")
+        await wait_until(pilot, lambda: not screen.busy, timeout=30, what="the agent run")
+        (result,) = screen.query(ResultView)
+        assert result.output == "hello from mcp"
+        pid = int(pid_file.read_text())
+        assert psutil.pid_exists(pid)
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the MCP server outlived the app"
+        time.sleep(0.05)

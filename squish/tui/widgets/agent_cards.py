@@ -30,6 +30,7 @@ from squish.agent.events import (
     Retrying,
     StepStarted,
     Stopped,
+    ToolChosen,
     ToolFinished,
     Validated,
 )
@@ -280,6 +281,9 @@ class StepCard(Vertical):
             self.refresh_title()
         elif isinstance(event, Notice):
             self.mount(Static(Text(event.text), classes="notice"))
+        elif isinstance(event, ToolChosen):
+            ranked = ", ".join(f"{name} {score:.1f}" for name, score in event.ranking[:3])
+            self.mount(Static(Text(f"→ chose {event.name or 'no tool'} ({ranked})"), classes="notice"))
         elif isinstance(event, Answer):
             self.mount(Static(Text("✓ answered"), classes="answered"))
 

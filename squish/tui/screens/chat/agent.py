@@ -11,6 +11,9 @@ from ...widgets.message import ChatMessage
 class AgentMode:
     """ChatScreen's part for agent mode (mixin of ChatScreen)."""
 
+    def on_unmount(self) -> None:
+        self.agent_tools.close()  # every MCP server process stops with the screen
+
     async def send_task(self, task: str) -> None:
         chat = self.ensure_chat()
         self.history.add_message(chat.id, "user", task)

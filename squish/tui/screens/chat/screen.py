@@ -94,7 +94,7 @@ class ChatScreen(ModelControl, AgentMode, SlashCommands, Screen):
         self.last_memory: Memory | None = None
         self.pacing = Pacing()
         self.live_shown_at = 0.0
-        self.agent_tools = AgentTools(workspace)  # the workspace is the current directory unless given
+        self.agent_tools = AgentTools(workspace, home)  # the workspace is the current directory unless given
         self.agent_mode = False
         self.agent_run: AgentRun | None = None
 

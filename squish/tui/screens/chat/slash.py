@@ -5,7 +5,7 @@ from pathlib import Path
 from ....history import HistoryError
 from ....models.inventory import PickerRow, picker_rows
 from ... import commands
-from ...agent_run import tools_markdown
+from ...agent_run import tools_markdown, undo_markdown
 from ...transcript import export_markdown, stats_markdown
 from ..chats import ChatsScreen
 from ..info import InfoScreen
@@ -135,7 +135,26 @@ class SlashCommands:
             self.notify("chat mode")
 
     async def command_tools(self, _argument: str) -> None:
-        self.app.push_screen(InfoScreen(tools_markdown(self.agent_tools.registry, self.agent_tools.workspace.root)))
+        tools = self.agent_tools
+
+        def listing() -> None:  # a worker: the first time, MCP servers start (seconds)
+            problems = tools.connect()
+            text = tools_markdown(tools.registry, tools.workspace.root, problems)
+            self.app.call_from_thread(self.app.push_screen, InfoScreen(text))
+
+        self.run_worker(listing, thread=True, group="tools", exit_on_error=False)
+
+    async def command_undo(self, argument: str) -> None:
+        if self.refuse_while_busy("undo"):
+            return
+        words = argument.split()
+        force = "force" in words
+        counts = [w for w in words if w != "force"]
+        if len(counts) > 1 or (counts and not (counts[0].isdigit() and int(counts[0]) > 0)):
+            self.notify("usage: /undo [N] [force]", severity="warning")
+            return
+        result = self.agent_tools.undo.undo(int(counts[0]) if counts else 1, force=force)
+        self.app.push_screen(InfoScreen(undo_markdown(result, not force)))
 
     async def command_quit(self, _argument: str) -> None:
         self.app.exit()
