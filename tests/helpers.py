@@ -286,3 +286,32 @@ def build_thinking_model(path: Path, home: Path, template: str = THINKING_TEMPLA
     mx.save_safetensors(str(path / "model.safetensors"), weights)
     (path / "config.json").write_text(json.dumps(config))
     return path
+
+
+def read_pid(path: Path, within: float = 30.0) -> int:
+    """The pid a test process wrote to `path`, once it has."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was never written")
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process `pid` has ended (or is a zombie waiting to be reaped) within `within` seconds."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

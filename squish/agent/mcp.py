@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sandbox import ToolError
-from .tools import RISKY, SAFE, Tool
+from .tools import RISKY, SAFE, Tool, read_json
 
 log = logging.getLogger("squish.agent.mcp")
 
@@ -113,12 +113,7 @@ def parse_server(name: str, entry, where: str) -> ServerConfig | None:
 def read_config(path: str | Path) -> list[ServerConfig]:
     """The servers of one config file. ValueError (with the file named) for anything malformed."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"MCP config {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"MCP config {path} is not valid JSON: {exc}") from None
+    data = read_json(path, "MCP config")
     servers = data.get("mcpServers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
         raise ValueError(f'MCP config {path}: expected {{"mcpServers": {{name: {{...}}}}}}')

@@ -106,15 +106,20 @@ class Registry:
         return len(self._tools)
 
 
+def read_json(path: Path, what: str):
+    """A JSON file's value; ValueError naming `what` and the file when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
 def load_tools_file(path: str | Path) -> list[Tool]:
     """OpenAI-style function schemas: [{"type": "function", "function": {name, description, parameters}}]."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"tools file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"tools file {path} is not valid JSON: {exc}") from None
+    data = read_json(path, "tools file")
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import gone, read_pid
 
 from squish.agent.mcp import McpServers, ServerConfig, configured_servers, read_config
 from squish.agent.sandbox import ToolError
@@ -22,27 +23,6 @@ def stdio(name="t", tmp_path=None, **extra):
     env = {"MCP_NOTES": str(tmp_path / "notes.txt")} if tmp_path else {}
     env.update(extra.pop("env", {}))
     return ServerConfig(name, command=sys.executable, args=(SERVER, "stdio"), env=env, **extra)
-
-
-def gone(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def read_pid(path: Path, within: float = 10.0) -> int:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return int(path.read_text())
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was never written")
 
 
 # Config files.

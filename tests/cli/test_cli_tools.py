@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from helpers import gone, read_pid
 
 from squish.agent.undo import UndoLog
 
@@ -37,27 +37,6 @@ def mcp_config(path: Path, **servers) -> Path:
 
 def stdio_server(**env) -> dict:
     return {"command": sys.executable, "args": [SERVER, "stdio"], "env": {k: str(v) for k, v in env.items()}}
-
-
-def wait_for_file(path: Path, within: float = 30.0) -> int:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return int(path.read_text())
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was never written")
-
-
-def gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # squish tools
@@ -117,7 +96,7 @@ def test_stopping_squish_stops_its_mcp_servers(env, tmp_path, tiny_model, how, c
         [sys.executable, "-m", "squish", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        server = wait_for_file(pid_file)
+        server = read_pid(pid_file)
         time.sleep(0.3)
         process.send_signal(how)
         _, stderr = process.communicate(timeout=30)

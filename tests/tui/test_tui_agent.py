@@ -53,6 +53,16 @@ async def type_line(pilot, text: str) -> None:
     await pilot.press("enter")
 
 
+async def asked(pilot, wait_until, task: str):
+    """Agent mode on, `task` sent, and its first approval prompt waiting for an answer."""
+    screen = await agent_ready(pilot, wait_until)
+    await type_line(pilot, task)
+    await wait_until(
+        pilot, lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)), timeout=20, what="approval"
+    )
+    return screen
+
+
 async def agent_ready(pilot, wait_until):
     screen = pilot.app.chat_screen
     await wait_until(pilot, lambda: screen.model_info is not None, timeout=10, what="the model")
@@ -183,11 +193,7 @@ async def test_escape_aborts_the_run(agent_app, wait_until, notifications):
 async def test_escape_while_asking_denies_and_stops(agent_app, workspace, wait_until):
     app = agent_app(call("run_shell", command="touch x"), NO_CALL, "ok")
     async with app.run_test(size=SIZE) as pilot:
-        screen = await agent_ready(pilot, wait_until)
-        await type_line(pilot, "Touch x")
-        await wait_until(
-            pilot, lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)), timeout=20, what="approval"
-        )
+        screen = await asked(pilot, wait_until, "Touch x")
         await pilot.press("escape")
         await wait_until(pilot, lambda: not screen.busy, timeout=10, what="the run to stop")
         assert screen.query_one(ApprovalPrompt).decision == "deny"
@@ -208,11 +214,7 @@ async def test_chat_mode_is_untouched_by_agent_mode(agent_app, wait_until):
 
 
 async def allowed_edit(pilot, wait_until):
-    screen = await agent_ready(pilot, wait_until)
-    await type_line(pilot, "Replace milk with bread in notes.txt")
-    await wait_until(
-        pilot, lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)), timeout=20, what="approval"
-    )
+    screen = await asked(pilot, wait_until, "Replace milk with bread in notes.txt")
     await pilot.press("a")
     await wait_until(pilot, lambda: not screen.busy, timeout=20, what="the agent run")
     return screen
