@@ -333,8 +333,19 @@ class Engine:
     def _score(self, request, stream: EventStream) -> None:
         from .scoring import score
 
-        validate(ChatRequest(request.messages, timeout_s=request.timeout_s))
-        score(self, request, stream)
+        chat = ChatRequest(request.messages, session=request.session, timeout_s=request.timeout_s)
+        validate(chat)
+        if self._model is None:
+            raise EngineFailure("no model is loaded")
+        session = self._take_session(chat, stream)
+        try:
+            score(self, request, stream, session)
+        except Exception:
+            self._sessions.pop(request.session, None)  # never reuse a cache we cannot account for
+            raise
+        if not accounts_for(session.cache, len(session.tokens)):
+            self._sessions.pop(request.session, None)
+
 
     def _memory(self, _payload, stream: EventStream) -> None:
         active, peak, cache = mlx_memory_gb()

@@ -32,21 +32,19 @@ class Scores:
     model: str  # the loaded model's name: scores of different models do not compare
 
 
-def score(engine, request: ScoreRequest, stream) -> None:
-    """The "score" request, on the engine thread (`engine` is the Engine, for its model and
-    sessions; it has checked the messages)."""
+def score(engine, request: ScoreRequest, stream, session) -> None:
+    """The "score" request, on the engine thread: `engine` is the Engine (its model and session
+    pool), which has checked the messages and found the request's `session`."""
     import time
 
     import mlx.core as mx
     from mlx_lm.models.cache import trim_prompt_cache
 
-    from ..errors import EngineFailure, UserError
+    from ..errors import UserError
 
     started = time.perf_counter()
     if not request.continuations or not all(isinstance(c, str) and c for c in request.continuations):
         raise UserError("scoring needs at least one non-empty continuation")
-    if engine._model is None:
-        raise EngineFailure("no model is loaded")
     model, tokenizer, info = engine._model, engine._tokenizer, engine._info
     prompt = list(tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, **request.template_args))
     options = [tokenizer.encode(request.prefix + c, add_special_tokens=False) for c in request.continuations]
@@ -59,37 +57,31 @@ def score(engine, request: ScoreRequest, stream) -> None:
         raise UserError(f"the prompt is {len(tokens)} tokens; the context window is {info.context_length}")
     deadline = stream.submitted_at + request.timeout_s if request.timeout_s else float("inf")
 
-    session, cached = engine._session(request.session, tokens)
+    session, cached = engine._session(request.session, tokens, session)
     cache = session.cache
     new = tokens[cached:]
-    try:
-        logits = None
-        for start in range(0, len(new), 256):
-            if stream.cancelled or time.perf_counter() > deadline:
-                raise UserError("the scoring request was cancelled or timed out")
-            chunk = new[start : start + 256]
-            logits = model(mx.array(chunk)[None], cache=cache)
-            session.tokens.extend(chunk)
-        last = logits[0, -1].astype(mx.float32)
-        first = last - mx.logsumexp(last)
-        totals, counts = [], []
-        for option in options:
-            rest = option[shared:]
-            value = first[rest[0]]
-            if len(rest) > 1:
-                out = model(mx.array(rest[:-1])[None], cache=cache)[0].astype(mx.float32)
-                steps = out - mx.logsumexp(out, axis=-1, keepdims=True)
-                value = value + mx.take_along_axis(steps, mx.array(rest[1:])[:, None], axis=-1).sum()
-                mx.eval(value)
-                trim_prompt_cache(cache, len(rest) - 1)
-            totals.append(value)
-            counts.append(len(rest))
-        values = mx.stack(totals).tolist()
-    except Exception:
-        engine._sessions.pop(request.session, None)  # never reuse a cache we cannot account for
-        raise
-    if len(session.tokens) != cache[0].offset:
-        engine._sessions.pop(request.session, None)
+    logits = None
+    for start in range(0, len(new), 256):
+        if stream.cancelled or time.perf_counter() > deadline:
+            raise UserError("the scoring request was cancelled or timed out")
+        chunk = new[start : start + 256]
+        logits = model(mx.array(chunk)[None], cache=cache)
+        session.tokens.extend(chunk)
+    last = logits[0, -1].astype(mx.float32)
+    first = last - mx.logsumexp(last)
+    totals, counts = [], []
+    for option in options:
+        rest = option[shared:]
+        value = first[rest[0]]
+        if len(rest) > 1:
+            out = model(mx.array(rest[:-1])[None], cache=cache)[0].astype(mx.float32)
+            steps = out - mx.logsumexp(out, axis=-1, keepdims=True)
+            value = value + mx.take_along_axis(steps, mx.array(rest[1:])[:, None], axis=-1).sum()
+            mx.eval(value)
+            trim_prompt_cache(cache, len(rest) - 1)
+        totals.append(value)
+        counts.append(len(rest))
+    values = mx.stack(totals).tolist()
     stream.put(
         Scores(tuple(values), tuple(counts), len(tokens), cached, (time.perf_counter() - started) * 1000, info.name)
     )
