@@ -112,9 +112,10 @@ class ScriptedEngine:
 
     Only for structural tests (layout snapshots, agent-loop branches, app wiring): every
     behaviour test drives the real Engine. Each `generate` takes the next script entry: the
-    reply text, (text, finish_reason), a function of the ChatRequest returning either, HANG, or
-    an Error; once the script is used up, `answer`. A reply streams as word tokens after two
-    Progress events, with fixed Stats. Every request is recorded.
+    reply text, (text, finish_reason), a function of the ChatRequest returning either, HANG, an
+    Error, or a list of engine events streamed as they are (then Done); once the script is used
+    up, `answer`. A reply streams as word tokens after two Progress events, with fixed Stats.
+    Every request is recorded, and every save_session as (session, path).
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class ScriptedEngine:
         self.info = ModelInfo("scripted:1m", str(model_path), "llama", "Q4 g32", 8192, 2, 0.001, "CPU")
         self.requests = []
         self.dropped = []
+        self.saved = []
         self.lock = threading.Lock()
 
     @staticmethod
@@ -175,6 +177,9 @@ class ScriptedEngine:
             reply = reply(request)
         if isinstance(reply, Error):
             return self._stream(reply, Done("error"))
+        if isinstance(reply, list):
+            finish = next((e.finish_reason for e in reply if isinstance(e, Stats)), "stop")
+            return self._stream(*reply, Done(finish))
         text, finish = reply if isinstance(reply, tuple) else (reply, "stop")
         words = text.split(" ")
         tokens = [Token(word if i == 0 else " " + word, i) for i, word in enumerate(words)]
@@ -202,6 +207,12 @@ class ScriptedEngine:
         from squish.engine.events import Done
 
         return self._stream(Done("ok"))
+
+    def save_session(self, session, path, limit_bytes):
+        from squish.engine.events import Done, Notice
+
+        self.saved.append((session, path))
+        return self._stream(Notice("no KV cache to save for this chat"), Done("none"))
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         return True

@@ -105,9 +105,8 @@ def run(argv: list[str]) -> int:
     if args.prompt is None:
         if args.no_save:
             raise UsageError("--no-save applies to -p: the chat app saves every chat")
-        for flag, value in (("--chat", args.chat), ("--ctx", args.ctx), ("--think", args.think)):
-            if value is not None:
-                raise UsageError(f"{flag} needs -p PROMPT (in the chat app: /chats, /ctx, /think)")
+        if args.continue_chat and args.chat is not None:
+            raise UsageError("--continue and --chat both pick a chat: give one")
         from ..tui.app import run_app
 
         return run_app(
@@ -117,6 +116,9 @@ def run(argv: list[str]) -> int:
             system_prompt=args.system,
             max_tokens=args.max_tokens,
             temperature=args.temp,
+            chat_id=args.chat,
+            context_size=args.ctx,
+            thinking=None if args.think is None else args.think == "on",
         )
     from .chat import one_shot
 

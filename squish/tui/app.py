@@ -11,14 +11,13 @@ from typing import Iterable
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from ..history import History, HistoryError
+from ..history import FILE, History, HistoryError
+from ..models import settings
 from ..models.hardware import Hardware
 from ..models.store import squish_home
 from . import commands
 from .screens.chat import ChatScreen
-from .screens.first_run import FirstRunScreen, needs_first_run
-
-HISTORY_FILE = "history.db"
+from .widgets.first_run import needs_first_run
 
 
 class SquishApp(App):
@@ -40,22 +39,34 @@ class SquishApp(App):
         offer_first_run: bool = False,
         workspace=None,
         hf_cache: Path | None = None,
+        chat_id: int | None = None,
+        context_size: int | None = None,
+        thinking: bool | None = None,
     ) -> None:
         """`model` is the model asked for (--model); without it a continued chat loads its own
         model, and anything else `default_model` (the configured default; None: the embedded one).
         `home` is the engine's squish home (None: $SQUISH_HOME or the default), `endpoint` the hub
         for pulls (None: HF_ENDPOINT or huggingface.co), `hw` the machine (None: detected),
         `hf_cache` the Hugging Face cache models are listed from and pulled into (None: HF_HUB_CACHE).
-        `offer_first_run` shows the first-run offer when no model was asked for, no chat is
-        continued and the config holds no choice yet; `run_app` sets it."""
+        `offer_first_run` shows the first-run offer (above the chat; it never takes the keyboard)
+        when no model was asked for, no chat is continued and the config holds no choice yet;
+        `run_app` sets it. `chat_id` opens that chat (--chat), `context_size` is --ctx (None: the
+        setting, else the model's window), `thinking` is --think."""
         super().__init__()
         self.engine = engine
         self.history = history
         self.home, self.hw = home, hw
         self.first_run = (
-            offer_first_run and model is None and default_model is None and not continue_last and needs_first_run(home)
+            offer_first_run
+            and model is None
+            and default_model is None
+            and not continue_last
+            and chat_id is None
+            and needs_first_run(home)
         )
         last = history.last_chat() if continue_last else None
+        if chat_id is not None:
+            last = history.chat(chat_id)
         self.chat_screen = ChatScreen(
             engine,
             history,
@@ -70,20 +81,20 @@ class SquishApp(App):
             hw=hw,
             workspace=workspace,
             hf_cache=hf_cache,
+            context_size=context_size if context_size is not None else settings.context_size(home),
+            thinking=thinking,
+            offer_first_run=self.first_run,
         )
         self._no_chat_to_continue = continue_last and last is None
 
+    def get_default_screen(self) -> Screen:
+        # The chat screen is the app's first screen, not one pushed on mount: keys typed before
+        # the first frame then reach its prompt instead of a placeholder screen.
+        return self.chat_screen
+
     def on_mount(self) -> None:
-        self.push_screen(self.chat_screen)
         if self._no_chat_to_continue:
             self.notify("no saved chat to continue: this is a new one")
-        if self.first_run:
-            self.push_screen(FirstRunScreen(self.home, self.hw), self.first_run_done)
-
-    def first_run_done(self, name: str | None) -> None:
-        """The offer's answer (already saved in the config): a catalog id to pull, or None to stay."""
-        if name is not None:
-            self.chat_screen.pull_model(name, make_default=True)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -117,6 +128,8 @@ class SquishApp(App):
             stream.cancel()
         if self.chat_screen.agent_run is not None:
             self.chat_screen.agent_run.cancel()
+        # Queued before run_app shuts the engine down, which finishes queued requests first.
+        self.chat_screen.save_cache(wait=True)
 
 
 def run_app(
@@ -126,20 +139,29 @@ def run_app(
     system_prompt: str | None = None,
     max_tokens: int = 512,
     temperature: float = 0.2,
+    chat_id: int | None = None,
+    context_size: int | None = None,
+    thinking: bool | None = None,
 ) -> int:
     from ..engine.engine import ChatRequest, Engine, validate
     from ..errors import UserError
 
     try:
-        validate(ChatRequest([{"role": "user", "content": "-"}], max_tokens=max_tokens, temperature=temperature))
+        probe = ChatRequest([{"role": "user", "content": "-"}], max_tokens=max_tokens, temperature=temperature)
+        probe.context_size = context_size
+        validate(probe)
     except UserError as exc:
         print(f"squish: error: {exc}", file=sys.stderr)
         return 1
     try:
-        history = History(squish_home() / HISTORY_FILE)
+        history = History(squish_home() / FILE)
     except HistoryError as exc:
         print(f"squish: error: {exc}", file=sys.stderr)
         return 2
+    if chat_id is not None and history.chat(chat_id) is None:
+        print(f"squish: error: no chat {chat_id}: squish chats lists them", file=sys.stderr)
+        history.close()
+        return 1
     engine = Engine()
     app = SquishApp(
         engine,
@@ -151,6 +173,9 @@ def run_app(
         max_tokens=max_tokens,
         temperature=temperature,
         offer_first_run=True,
+        chat_id=chat_id,
+        context_size=context_size,
+        thinking=thinking,
     )
     try:
         app.run()

@@ -18,6 +18,26 @@ class TokensArrived(Message):
         self.tokens = tokens
 
 
+class ThinkingArrived(Message):
+    """Text of the model's <think> block since the last batch (batched like the answer)."""
+
+    def __init__(self, text: str, tokens: int) -> None:
+        super().__init__()
+        self.text = text
+        self.tokens = tokens
+
+
+class EngineNotice(Message):
+    """A line the engine said about this turn: a saved KV cache it could not use, or the
+    context it had to cut (`left_out` messages, in a window of `context_size` tokens)."""
+
+    def __init__(self, text: str, left_out: int = 0, context_size: int = 0) -> None:
+        super().__init__()
+        self.text = text
+        self.left_out = left_out
+        self.context_size = context_size
+
+
 class PrefillProgress(Message):
     def __init__(self, processed: int, total: int) -> None:
         super().__init__()

@@ -11,8 +11,20 @@ import math
 import time
 from typing import Callable
 
-from ..engine.events import POLL_S, Done, Error, EventStream, Live, Progress, Stats, Token
-from .messages import LiveReading, PrefillProgress, TokensArrived, TurnFinished
+from ..engine.events import (
+    POLL_S,
+    ContextTrimmed,
+    Done,
+    Error,
+    EventStream,
+    Live,
+    Notice,
+    Progress,
+    Stats,
+    Thinking,
+    Token,
+)
+from .messages import EngineNotice, LiveReading, PrefillProgress, ThinkingArrived, TokensArrived, TurnFinished
 
 FRAME_S = 1 / 30
 MAX_FRAME_S = 0.25
@@ -64,12 +76,16 @@ def pump(
     nobody is left to read the rest.
     """
     pending: list[str] = []
+    thinking: list[str] = []  # a <think> block's text, batched the same way; it comes first
     last_flush = -math.inf
     stats: Stats | None = None
     error: Error | None = None
 
     def flush() -> None:
         nonlocal last_flush
+        if thinking:
+            post(ThinkingArrived("".join(thinking), len(thinking)))
+            thinking.clear()
         if pending:
             post(TokensArrived("".join(pending), len(pending)))
             pending.clear()
@@ -78,11 +94,18 @@ def pump(
     pacing = pacing or Pacing()
 
     def wait_s() -> float:
-        return max(0.0, last_flush + pacing.frame_s - clock()) if pending else POLL_S
+        return max(0.0, last_flush + pacing.frame_s - clock()) if pending or thinking else POLL_S
 
     for event in stream.events(stop=cancelled, wait_s=wait_s, idle=True):
         if isinstance(event, Token):
             pending.append(event.text)
+        elif isinstance(event, Thinking):
+            thinking.append(event.text)
+        elif isinstance(event, Notice):
+            post(EngineNotice(event.text))
+        elif isinstance(event, ContextTrimmed):
+            text = f"{event.left_out} earlier messages are left out of the model's context ({event.context_size} tokens)"
+            post(EngineNotice(text, event.left_out, event.context_size))
         elif isinstance(event, Live):
             post(LiveReading(event))
         elif isinstance(event, Progress):
@@ -95,6 +118,6 @@ def pump(
             flush()
             post(TurnFinished(event.finish_reason, stats, error))
             return event.finish_reason
-        if pending and clock() - last_flush >= pacing.frame_s:
+        if (pending or thinking) and clock() - last_flush >= pacing.frame_s:
             flush()
     return "cancelled"  # the reader went away: the stream is cancelled and nobody reads the rest

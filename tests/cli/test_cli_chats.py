@@ -156,7 +156,8 @@ def test_think_on_a_template_without_the_switch_is_a_note(chat_home, tiny_model)
         (["--chat", "7", "-p", "hi"], "no chat 7"),
         (["-c", "--chat", "7", "-p", "hi"], "--continue and --chat both pick a chat"),
         (["--no-save"], "--no-save applies to -p"),
-        (["--ctx", "512"], "--ctx needs -p PROMPT"),
+        (["--chat", "7"], "no chat 7"),  # the app, on a chat that is not there
+        (["-c", "--chat", "7"], "--continue and --chat both pick a chat"),
         (["--no-save", "-p", "hi", "--ctx", "8"], "at least 64"),
         (["chats", "export", "7"], "no chat 7"),
         (["chats", "export"], "the following arguments are required: id"),

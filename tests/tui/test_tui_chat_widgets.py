@@ -1,10 +1,12 @@
-"""Chat-app widgets in small host apps: the chats screen's saved KV cache sizes."""
+"""Chat-app widgets in small host apps: the chats screen's saved KV cache sizes, the stats
+panel's context lines."""
 
-from textual.app import App
+from textual.app import App, ComposeResult
 from textual.widgets import OptionList, Static
 
 from squish.history import History
 from squish.tui.screens.chats import ChatsScreen
+from squish.tui.widgets.stats import StatsPanel
 
 
 def write_cache(history: History, chat_id: int, size: int) -> None:
@@ -38,3 +40,21 @@ async def test_chats_show_their_saved_kv_cache_and_deleting_a_chat_deletes_it(tm
         await wait_until(pilot, lambda: history.chat(cached.id) is None)
     assert not history.cache_path(cached.id).exists() and not history.cache_path(cached.id).with_suffix(".json").exists()
     history.close()
+
+
+async def test_the_stats_panel_shows_the_context_used_and_the_kv_cache_memory():
+    class Host(App):
+        def compose(self) -> ComposeResult:
+            yield StatsPanel()
+
+    app = Host()
+    async with app.run_test() as pilot:
+        panel = app.query_one(StatsPanel)
+        text = lambda: str(panel.query_one("#context", Static).render())  # noqa: E731
+        assert "tokens" in text() and "–" in text()
+        panel.show_context(430, 512, 11_796_480)
+        await pilot.pause()
+        assert "430/512" in text() and "11.8 MB" in text()
+        panel.show_context(None)
+        await pilot.pause()
+        assert "430" not in text()

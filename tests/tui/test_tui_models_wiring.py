@@ -25,9 +25,9 @@ from squish.engine.engine import Engine
 from squish.models import catalog, hardware, settings, store
 from squish.models.store import EMBEDDED_NAME
 from squish.tui.app import SquishApp
-from squish.tui.screens.first_run import FirstRunScreen, needs_first_run
 from squish.tui.screens.models import ModelScreen
 from squish.tui.screens.pull import PullScreen
+from squish.tui.widgets.first_run import FirstRunOffer, needs_first_run
 
 SIZE = (110, 40)
 MACHINE = hardware.Hardware("CPU", "test machine", 8.0, 6.0, 100.0)  # fixed, so fit and the offer are too
@@ -221,17 +221,35 @@ async def test_a_failed_pull_is_a_notification_and_the_app_keeps_working(
         assert screen.last_stats.finish_reason in ("stop", "length") and screen.last_answer
 
 
-async def test_first_run_continue_with_the_embedded_model_is_remembered(home_engine, models_home, history, wait_until):
+async def test_a_new_user_types_at_once_and_gets_an_answer_the_offer_never_takes_the_keys(
+    home_engine, models_home, history, fake_hub, wait_until
+):
+    """Start, type a question right away, press Enter: the embedded model answers; no download starts."""
+    app = app_on(
+        home_engine, history, max_tokens=8, temperature=0.0, home=models_home, endpoint=fake_hub.url, hw=MACHINE,
+        offer_first_run=True,
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.chat_screen
+        assert screen.query(FirstRunOffer) and app.focused is screen.prompt  # from the first frame
+        await pilot.press(*"What is the capital of France?", "enter")
+        await wait_until(pilot, lambda: screen.turns and not screen.busy, timeout=90, what="the answer")
+        assert "Paris" in screen.last_answer and screen.model_info.name == EMBEDDED_NAME
+        assert app.screen is screen and screen.query(FirstRunOffer)  # still offered, still not in the way
+    assert fake_hub.requests == [] and settings.first_run_choice(models_home) is None
+
+
+async def test_first_run_keep_the_embedded_model_is_remembered(home_engine, models_home, history, wait_until):
     assert not app_on(home_engine, history, model=EMBEDDED_NAME, home=models_home, offer_first_run=True).first_run
     assert not app_on(home_engine, history, home=models_home, continue_last=True, offer_first_run=True).first_run
     app = app_on(home_engine, history, home=models_home, hw=MACHINE, offer_first_run=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen), timeout=10, what="the offer")
-        offer = str(app.screen.query_one("#first-run-offer", Label).render())
-        assert f"Recommended: {hardware.recommend(MACHINE).id}" in offer and "RAM" in offer
+        offer = str(app.chat_screen.query_one("#first-run-offer", Label).render())
+        assert f"{hardware.recommend(MACHINE).id} suits this machine" in offer and "RAM" in offer
         await pilot.click("#first-run-embedded")
-        await wait_until(pilot, lambda: app.screen is app.chat_screen, timeout=10, what="the chat screen")
+        await wait_until(pilot, lambda: not app.chat_screen.query(FirstRunOffer), timeout=10, what="the offer to go")
         await ready(pilot, wait_until)
+        assert app.focused is app.chat_screen.prompt
     assert settings.first_run_choice(models_home)["choice"] == "embedded"
     assert settings.default_model(models_home) is None and not needs_first_run(models_home)
 
@@ -239,7 +257,7 @@ async def test_first_run_continue_with_the_embedded_model_is_remembered(home_eng
     assert not app.first_run
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, wait_until)
-        assert app.screen is app.chat_screen and not app.query(FirstRunScreen)
+        assert app.screen is app.chat_screen and not app.chat_screen.query(FirstRunOffer)
 
 
 async def test_first_run_download_goes_through_the_pull_screen(
@@ -250,7 +268,6 @@ async def test_first_run_download_goes_through_the_pull_screen(
     fake_hub.throttle_s = 0.02  # long enough to see the pull screen
     app = app_on(home_engine, history, home=models_home, endpoint=fake_hub.url, hw=MACHINE, offer_first_run=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen), timeout=10, what="the offer")
         await pilot.click("#first-run-pull")
         await wait_until(pilot, lambda: isinstance(app.screen, PullScreen), timeout=10, what="the pull screen")
         screen = await ready(pilot, wait_until, recommended)

@@ -16,11 +16,11 @@ from fake_hub import (  # noqa: F401
     wide_repo_files,
 )
 from textual.app import App
-from textual.widgets import Button, Label, ProgressBar
+from textual.widgets import Button, Input, Label, ProgressBar
 
 from squish.models import cache, hardware, pull, settings
-from squish.tui.screens.first_run import FirstRunScreen, needs_first_run
 from squish.tui.screens.pull import PullScreen
+from squish.tui.widgets.first_run import FirstRunOffer, needs_first_run
 
 SHARD = "model-00001-of-00002.safetensors"
 SIZE = (100, 40)  # room for the dialogs with long error lines, so clicks land on the buttons
@@ -153,44 +153,79 @@ async def test_an_already_downloaded_model_returns_at_once(fake_hub, tmp_path):
 M3 = hardware.Hardware("Metal", "Apple M3", 16.0, 10.0, 200.0)
 
 
+class OfferHost(App):
+    """The first-run offer above a prompt that has the focus, as in the chat screen."""
+
+    def __init__(self, home, hw) -> None:
+        super().__init__()
+        self.home, self.hw = home, hw
+        self.chosen = []
+        self.sent = []
+
+    def compose(self):
+        yield FirstRunOffer(self.home, self.hw)
+        yield Input(id="prompt")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt").focus()
+
+    def on_first_run_offer_chosen(self, message: FirstRunOffer.Chosen) -> None:
+        self.chosen.append(message.name)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.sent.append(event.value)
+
+
+def offer_text(app) -> str:
+    return str(app.query_one("#first-run-offer", Label).render())
+
+
 async def test_first_run_offers_the_recommended_model_and_saves_the_choice(tmp_path):
     assert needs_first_run(tmp_path)
-    app = Host(lambda: FirstRunScreen(home=tmp_path, hw=M3))
+    app = OfferHost(tmp_path, M3)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
-        offer = text(app, "#first-run-offer")
-        assert "Recommended: qwen3:8b (mlx-community/Qwen3-8B-4bit)" in offer
-        assert "download about 4.61 GB" in offer and "KV cache" in offer
+        offer = offer_text(app)
+        assert "qwen3:8b suits this machine: 4.61 GB download, about" in offer and "GB RAM" in offer
         await pilot.click("#first-run-pull")
-        await wait_until(pilot, lambda: app.result is not NO_RESULT)
-    assert app.result == "qwen3:8b"
+        await wait_until(pilot, lambda: app.chosen)
+    assert app.chosen == ["qwen3:8b"]
     assert settings.first_run_choice(tmp_path)["choice"] == "pull"
     assert needs_first_run(tmp_path)  # offered again until that pull completes
     settings.set_default_model("qwen3:8b", tmp_path)
     assert not needs_first_run(tmp_path)
 
 
-async def test_first_run_continue_with_the_embedded_model(tmp_path):
-    app = Host(lambda: FirstRunScreen(home=tmp_path, hw=M3))
+async def test_typing_and_enter_go_to_the_prompt_never_to_the_offer(tmp_path):
+    app = OfferHost(tmp_path, M3)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
-        await pilot.click("#first-run-embedded")
-        await wait_until(pilot, lambda: app.result is not NO_RESULT)
-    assert app.result is None
-    assert settings.first_run_choice(tmp_path)["choice"] == "embedded"
-    assert not needs_first_run(tmp_path) and settings.default_model(tmp_path) is None
+        await pilot.press(*"What is the capital of France?", "enter", "tab", "enter", "tab", "enter")
+        await pilot.pause()
+        assert app.sent[0] == "What is the capital of France?"
+        assert app.chosen == [] and settings.first_run_choice(tmp_path) is None  # no download, nothing saved
+        assert all(not button.can_focus for button in app.query(Button))
+
+
+async def test_first_run_keep_the_embedded_model_and_dismiss(tmp_path):
+    for button in ("#first-run-embedded", "#first-run-close"):
+        home = tmp_path / button.strip("#")
+        app = OfferHost(home, M3)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.click(button)
+            await wait_until(pilot, lambda: app.chosen)
+        assert app.chosen == [None]
+        assert settings.first_run_choice(home)["choice"] == "embedded"
+        assert not needs_first_run(home) and settings.default_model(home) is None
 
 
 async def test_first_run_on_a_machine_where_nothing_fits(tmp_path):
     small = hardware.Hardware("CPU", "tiny", 2.0, 0.5, 1.0)
-    app = Host(lambda: FirstRunScreen(home=tmp_path, hw=small))
+    app = OfferHost(tmp_path, small)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
-        assert "No catalog model fits" in text(app, "#first-run-offer")
-        assert not app.screen.query("#first-run-pull")
-        await pilot.press("escape")
-        await wait_until(pilot, lambda: app.result is not NO_RESULT)
-    assert app.result is None and settings.first_run_choice(tmp_path)["choice"] == "embedded"
+        assert "No catalog model fits" in offer_text(app)
+        assert not app.query("#first-run-pull")
+        await pilot.click("#first-run-close")
+        await wait_until(pilot, lambda: app.chosen)
+    assert app.chosen == [None] and settings.first_run_choice(tmp_path)["choice"] == "embedded"
 
 
 async def test_a_file_system_error_is_shown_and_the_app_keeps_running(fake_hub, tmp_path):

@@ -1,4 +1,5 @@
-"""The live stats panel: this turn's TTFT and speed, recent turns' speed, and memory."""
+"""The live stats panel: this turn's TTFT and speed, recent turns' speed, the context used with
+the KV cache's memory, and memory."""
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -25,6 +26,7 @@ class StatsPanel(Vertical):
         & > Sparkline { height: 2; }
         & > .state { color: $text-muted; margin-top: 1; height: 1; }
         & > #turn, & > #memory { height: 4; }
+        & > #context { height: 2; }
     }
     """
 
@@ -36,6 +38,7 @@ class StatsPanel(Vertical):
         self.tokens: int | None = None
         self.recent_tps: list[float] = []
         self.memory: tuple[float, float, float, float] | None = None  # active, peak, rss, available (GB)
+        self.context: tuple[int, int, int] | None = None  # tokens used, context size, KV cache bytes
         self.state = "starting"
 
     def compose(self) -> ComposeResult:
@@ -45,6 +48,8 @@ class StatsPanel(Vertical):
         sparkline = Sparkline([], id="recent", summary_function=max)
         sparkline.display = False  # until the first answer
         yield sparkline
+        yield Static("context", classes="title")
+        yield Static(self._context_text(), id="context")
         yield Static("memory", classes="title")
         yield Static(self._memory_text(), id="memory")
         yield Static(self.state, classes="state", id="state")
@@ -61,6 +66,12 @@ class StatsPanel(Vertical):
                 row("tokens", fmt(self.tokens, "{}")),
             ]
         )
+
+    def _context_text(self) -> str:
+        if self.context is None:
+            return "\n".join(row(label, "–") for label in ("tokens", "KV cache"))
+        used, size, kv_bytes = self.context
+        return "\n".join([row("tokens", f"{used}/{size}"), row("KV cache", f"{kv_bytes / 1e6:.1f} MB")])
 
     def _memory_text(self) -> str:
         if self.memory is None:
@@ -92,6 +103,11 @@ class StatsPanel(Vertical):
         sparkline = self.query_one("#recent", Sparkline)
         sparkline.data = list(self.recent_tps)
         sparkline.display = True
+
+    def show_context(self, used: int | None, size: int | None = None, kv_bytes: int = 0) -> None:
+        """The tokens the model's context holds after the last answer, of `size`; None clears it."""
+        self.context = None if used is None or not size else (used, size, kv_bytes)
+        self.query_one("#context", Static).update(self._context_text(), layout=False)
 
     def show_memory(self, active_gb: float, peak_gb: float, rss_gb: float, available_gb: float | None = None) -> None:
         """None for `available_gb` keeps the last reading."""

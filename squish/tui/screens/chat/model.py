@@ -6,7 +6,8 @@ from textual.worker import get_current_worker
 from ....engine.events import Error, EventStream, Loaded, Memory, Status
 from ....errors import SquishError
 from ....models import store
-from ...messages import MemoryReading, ModelFailed, ModelLoaded, ModelStatus
+from ...messages import MemoryReading, ModelFailed, ModelLoaded, ModelStatus, TurnFinished
+from ...widgets.first_run import FirstRunOffer
 from ..pull import PullScreen
 
 MEMORY_POLL_S = 0.5
@@ -80,6 +81,13 @@ class ModelControl:
 
         self.app.push_screen(screen, pulled)
 
+    def on_first_run_offer_chosen(self, message: FirstRunOffer.Chosen) -> None:
+        """The first-run offer's answer (already saved in the config): pull the model, or stay."""
+        self.query(FirstRunOffer).remove()
+        if message.name is not None:
+            self.pull_model(message.name, make_default=True)
+        self.prompt.focus()
+
     def on_model_status(self, message: ModelStatus) -> None:
         self.model_bar.show_loading(self.model_name, message.text)
 
@@ -89,7 +97,10 @@ class ModelControl:
         self.model_info = info
         self.model_name = self.model_name or info.name
         self.model_bar.show_model(info.name, info.quantization, info.kernels)
-        if not self.busy:
+        if self.pending is not None:  # a question asked before the model was ready
+            request, self.pending = self.pending, None
+            self.submit(request)
+        elif not self.busy:
             self.stats_panel.set_state("ready")
 
     def on_model_failed(self, message: ModelFailed) -> None:
@@ -97,6 +108,9 @@ class ModelControl:
         self.model_info = None
         self.model_bar.show_failure(f"no model: {message.message}")
         self.stats_panel.set_state("no model")
+        if self.pending is not None:
+            self.pending = None
+            self.post_message(TurnFinished("error", None, Error("no model is loaded", 2)))
         self.notify(f"{message.message}\n/model picks another model", title="model failed to load", severity="error")
 
     @work(thread=True, group="memory", exit_on_error=False)

@@ -91,7 +91,7 @@ class SlashCommands:
             return
         if self.chat is not None:
             self.history.clear_messages(self.chat.id)
-            self.engine.drop_session(f"chat-{self.chat.id}")
+            self.forget_cache(self.chat)
         await self.conversation.remove_children()
         self.context = []
         self.last_answer = ""
