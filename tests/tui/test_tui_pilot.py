@@ -234,6 +234,7 @@ async def test_continue_with_no_saved_chat_opens_a_new_one_on_the_default(
 ):
     app = SquishApp(engine, history, continue_last=True, default_model=str(tiny_model))
     async with app.run_test(size=SIZE) as pilot:
+        # Checked first: a notification expires after a few seconds, and a slow load can outlast it.
+        await wait_until(pilot, lambda: "no saved chat to continue: this is a new one" in notifications(app))
         screen = await ready(pilot, wait_until)
         assert screen.chat is None and screen.model_info.path == str(tiny_model)
-        assert "no saved chat to continue: this is a new one" in notifications(app)
