@@ -1,6 +1,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
@@ -8,6 +9,7 @@
 #include "fused.h"
 #include "ops.h"
 #include "pool.h"
+#include "prof.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -58,6 +60,8 @@ NB_MODULE(_ext, m) {
       .def_rw("gu_group", &sqn::LayerSpec::gu_group)
       .def_rw("down_bits", &sqn::LayerSpec::down_bits)
       .def_rw("down_group", &sqn::LayerSpec::down_group);
+  m.def("profile", &sqn::profile, "reset"_a = false,
+        "Phase timers (SQUISH_NATIVE_PROFILE=1): (phase, wall ns, thread CPU ns, calls) each.");
   m.def("cache_copies", &sqn::cache_copies, "Cache writes that needed a new buffer.");
   m.def("decoder_layer", &sqn::decoder_layer, "x"_a, "weights"_a, "k_cache"_a, "v_cache"_a, "offset"_a, "spec"_a,
         nb::kw_only(), "stream"_a = nb::none(),

@@ -30,33 +30,33 @@ inline int padded(int K) {
   return (K + kChunk - 1) / kChunk * kChunk;
 }
 
-// Activations quantized for one weight layout: M rows of x[k] ~= d[k / 32] * q[k].
-// q is stored in the order the kernel's dot product wants (see docs/native.md): natural, or,
-// for 4-bit weights on SIMD paths, each chunk of `order` elements as its even then its odd
-// elements (a byte's low nibble pairs with an even element, its high nibble with the next).
-// The lane arrays hold one value per `lane` consecutive elements (8 for 4-bit weights, 4 for
-// 8-bit): the block scale, the group sum share for the bias term, and 128 * sum(q) for the
-// AVX2 8-bit sign trick.
+// Activations quantized for one weight layout: M rows of x[k] ~= ldx[k / lane] * q[k].
+// With P = 2 (precise) each element has two int8 values, q = 256 * hi + lo: hi = round(x / d)
+// with d = max|x| / 127 over its block of 32, lo = round(256 * (x - d * hi) / d), what hi
+// rounded away, and the lane scale is d / 256; with P = 1 only hi, and the lane scale is d.
+// A row holds, per 128-element chunk, its 128 hi bytes then (P = 2) its 128 lo bytes, each in
+// the order the kernel's dot product wants (see docs/native.md): natural, or, for 4-bit
+// weights on SIMD paths, each `order` elements as their even then their odd elements (a
+// byte's low nibble pairs with an even element, its high nibble with the next). One lane is 8
+// elements for 4-bit weights and 4 for 8-bit. The group sums (exact, in float) give the bias
+// term; lxs is 128 * (the lane's sum of q), for the AVX2 8-bit sign trick.
 struct QAct {
-  int8_t* q;      // M x Kp
-  float* d;       // M x Kp/32
-  float* gsum;    // M x Kp/group_size: sum of x over each weight group (f32)
+  int8_t* q;      // M x Kp*P
   float* ldx;     // M x Kp/lane
-  float* lhb;     // M x Kp/lane: gsum[g] * lane / group_size
+  float* gsum;    // M x Gp: sum of x over each weight group, zero past K/group_size
   int32_t* lxs;   // M x Kp/lane (only when the kernels ask for it, else null)
-  int M, K, Kp, lane, group_size, order;
-  // Two rows per row of x: x ~= d_hi * q_hi + d_lo * q_lo, the second quantizing what the first
-  // left over (about 250 times finer); the kernels sum the pair into one output row.
-  int pairs;
+  int M, K, Kp, lane, group_size, order, P, Gp;
 };
+
+// Group sums per row are padded to a multiple of this many (one AVX-512 vector).
+constexpr int kGroupPad = 16;
 
 // Per-ISA entry points; each works on a slice of the problem so the pool can split it.
 struct Kernels {
   const char* name;
   int order4;       // chunk size of the 4-bit activation order (0: natural)
   int wants_lxs;    // the 8-bit kernel needs QAct::lxs
-  // y[m, n] (m in [m0, m1), n in [n0, n1)) = sum_k x[m, k] w[n, k] (+ bias[n]) (+ res[m, n]);
-  // m indexes rows of x (with pairs, QAct rows 2m and 2m + 1).
+  // y[m, n] (m in [m0, m1), n in [n0, n1)) = sum_k x[m, k] w[n, k] (+ bias[n]) (+ res[m, n]).
   void (*qmm)(const QWeight& w, const QAct& x, int m0, int m1, int n0, int n1, float* y,
               int64_t ldy, const float* bias, const float* res, int64_t ldr);
   // Quantize rows [m0, m1) of x (M x K, row stride ldx) into the buffers of `a`.

@@ -15,6 +15,7 @@
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "pool.h"
+#include "prof.h"
 
 namespace sqn {
 
@@ -367,9 +368,9 @@ std::vector<mx::array> decoder_layer(const mx::array& x, const std::vector<mx::a
           for (int t = T * task / row_tasks; t < T * (task + 1) / row_tasks; ++t) f(t);
         });
       };
-      rows([&](int t) { k.rms_norm(p.x + (int64_t)t * D, p.n1, spec.eps, D, h + (int64_t)t * D); });
-      run_qmm(k, Wqkv, 3, h, T, qkv, p.qkv_bias, nullptr, spec.precise);
-      rows([&](int t) {
+      { ProfScope ps(kPhNorm); rows([&](int t) { k.rms_norm(p.x + (int64_t)t * D, p.n1, spec.eps, D, h + (int64_t)t * D); }); }
+      { ProfScope ps(kPhQKV); run_qmm(k, Wqkv, 3, h, T, qkv, p.qkv_bias, nullptr, spec.precise); }
+      { ProfScope ps(kPhRope); rows([&](int t) {
         float* row = qkv + (int64_t)t * nqkv;
         float* c = tab + (int64_t)t * spec.rope_dims;
         float* sn = c + spec.rope_dims / 2;
@@ -384,20 +385,23 @@ std::vector<mx::array> decoder_layer(const mx::array& x, const std::vector<mx::a
           std::memcpy(p.k + at, row + nq + g * hd, (size_t)hd * 4);
           std::memcpy(p.v + at, row + nq + nkv + g * hd, (size_t)hd * 4);
         }
-      });
+      }); }
       AttnJob j{qkv, nqkv, hd, p.k, p.v, cap, att, nq, hd, T, H, KV, hd, offset + T, spec.attn_scale};
-      run_attention(k, j);
-      run_qmm(k, &Wo, 1, att, T, x1, nullptr, p.x, spec.precise);
-      rows([&](int t) { k.rms_norm(x1 + (int64_t)t * D, p.n2, spec.eps, D, h + (int64_t)t * D); });
-      run_qmm(k, Wgu, 2, h, T, gu, nullptr, nullptr, spec.precise);
-      const int chunks = T * I >= 4096 ? 16 : 1;
-      pool.parallel_for(T * chunks, [&](int task) {
-        const int t = task / chunks, c = task % chunks;
-        const int i0 = I * c / chunks, i1 = I * (c + 1) / chunks;
-        const float* row = gu + (int64_t)t * 2 * I;
-        k.swiglu(row + i0, row + I + i0, i1 - i0, a + (int64_t)t * I + i0);
-      });
-      run_qmm(k, &Wd, 1, a, T, p.y, nullptr, x1, spec.precise);
+      { ProfScope ps(kPhAttn); run_attention(k, j); }
+      { ProfScope ps(kPhO); run_qmm(k, &Wo, 1, att, T, x1, nullptr, p.x, spec.precise); }
+      { ProfScope ps(kPhNorm); rows([&](int t) { k.rms_norm(x1 + (int64_t)t * D, p.n2, spec.eps, D, h + (int64_t)t * D); }); }
+      { ProfScope ps(kPhGU); run_qmm(k, Wgu, 2, h, T, gu, nullptr, nullptr, spec.precise); }
+      {
+        ProfScope ps(kPhAct);
+        const int chunks = T * I >= 4096 ? 16 : 1;
+        pool.parallel_for(T * chunks, [&](int task) {
+          const int t = task / chunks, c = task % chunks;
+          const int i0 = I * c / chunks, i1 = I * (c + 1) / chunks;
+          const float* row = gu + (int64_t)t * 2 * I;
+          k.swiglu(row + i0, row + I + i0, i1 - i0, a + (int64_t)t * I + i0);
+        });
+      }
+      { ProfScope ps(kPhDown); run_qmm(k, &Wd, 1, a, T, p.y, nullptr, x1, spec.precise); }
     });
   };
   auto st = cpu_stream(s);

@@ -11,6 +11,7 @@
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "pool.h"
+#include "prof.h"
 
 namespace sqn {
 
@@ -98,21 +99,20 @@ void run_qmm(const Kernels& k, const QWeight* ws, int nw, const float* x, int M,
   for (int i = 0; i < nw; ++i) N += ws[i].N;
   const int lane = W0.bits == 4 ? 8 : 4;
   const bool lxs = W0.bits == 8 && k.wants_lxs;
-  const int rows = precise ? 2 * M : M;
-  const size_t q_bytes = align64((size_t)rows * Kp);
-  const size_t d_bytes = align64((size_t)rows * (Kp / kBlock) * 4);
-  const size_t g_bytes = align64((size_t)rows * (Kp / gs) * 4);
-  const size_t l_bytes = align64((size_t)rows * (Kp / lane) * 4);
-  char* base = static_cast<char*>(act_scratch.get(q_bytes + d_bytes + g_bytes + 3 * l_bytes));
+  const int P = precise ? 2 : 1;
+  const int Gp = (Kp / gs + kGroupPad - 1) / kGroupPad * kGroupPad;
+  const size_t q_bytes = align64((size_t)M * Kp * P);
+  const size_t l_bytes = align64((size_t)M * (Kp / lane) * 4);
+  const size_t g_bytes = align64((size_t)M * Gp * 4);
+  char* base = static_cast<char*>(act_scratch.get(q_bytes + g_bytes + 2 * l_bytes));
   QAct a;
   a.q = reinterpret_cast<int8_t*>(base);
-  a.d = reinterpret_cast<float*>(base + q_bytes);
-  a.gsum = reinterpret_cast<float*>(base + q_bytes + d_bytes);
-  a.ldx = reinterpret_cast<float*>(base + q_bytes + d_bytes + g_bytes);
-  a.lhb = reinterpret_cast<float*>(base + q_bytes + d_bytes + g_bytes + l_bytes);
-  a.lxs = lxs ? reinterpret_cast<int32_t*>(base + q_bytes + d_bytes + g_bytes + 2 * l_bytes) : nullptr;
-  a.M = rows;
-  a.pairs = precise ? 1 : 0;
+  a.gsum = reinterpret_cast<float*>(base + q_bytes);
+  a.ldx = reinterpret_cast<float*>(base + q_bytes + g_bytes);
+  a.lxs = lxs ? reinterpret_cast<int32_t*>(base + q_bytes + g_bytes + l_bytes) : nullptr;
+  a.M = M;
+  a.P = P;
+  a.Gp = Gp;
   a.K = K;
   a.Kp = Kp;
   a.lane = lane;
@@ -186,6 +186,7 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
       const float* xr = rows_of(x, copy_scratch);
       const float* b = bias_arr ? bias_arr->data<float>() : nullptr;
       const float* r = res_arr ? rows_of(*res_arr, act_scratch_res()) : nullptr;
+      ProfScope ps(kPhMatmul);
       run_qmm(k, &W, 1, xr, M, y, b, r, precise);
     });
   }

@@ -5,6 +5,12 @@ pass (one node per layer) must give stock MLX's logits, in prefill, chunked pref
 of k-token verification), decode, after trimming the cache, and after a save/load round trip.
 """
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -232,3 +238,41 @@ def test_layer_contracts():
     with pytest.raises(ValueError, match="caches must be float32"):
         squish_native.decoder_layer(mx.zeros((1, 1, 128)), block.weights, mx.zeros((1, 3, 0, 32)),
                                     mx.zeros((1, 3, 0, 32)), 0, block._spec)
+
+
+PROFILE_RUN = """
+import json
+import mlx.core as mx
+import squish_native
+from squish.engine import native
+from test_fused import tiny
+
+model = tiny("llama")
+native.prepare(model)
+mx.eval(model(mx.array([[1, 2, 3, 4]])))
+first = squish_native.profile(reset=True)
+print(json.dumps([first, squish_native.profile()]))
+"""
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_profile_times_every_phase_only_when_enabled(enabled):
+    env = {k: v for k, v in os.environ.items() if k != "SQUISH_NATIVE_PROFILE"}
+    if enabled:
+        env["SQUISH_NATIVE_PROFILE"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", PROFILE_RUN], cwd=Path(__file__).parent, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, after_reset = json.loads(proc.stdout)
+    layers = 2  # tiny(): two decoder layers, each one node, then the tied head as a native matmul
+    calls = {"norm": 2 * layers, "qkv": layers, "rope": layers, "attention": layers, "o": layers,
+             "gate_up": layers, "swiglu": layers, "down": layers, "matmul": 1}
+    assert set(first) == set(calls)
+    for phase, (wall, cpu, n) in first.items():
+        if enabled:
+            assert n == calls[phase] and wall > 0 and cpu > 0, phase
+        else:
+            assert (wall, cpu, n) == (0, 0, 0), phase
+    assert all(v == [0, 0, 0] for v in after_reset.values())

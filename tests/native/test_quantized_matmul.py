@@ -49,17 +49,15 @@ def activations(m, k, seed):
 
 
 def int8_blocks(x):
-    """x rounded like the kernel: int8 per block of 32, then what that left over, once more."""
+    """x rounded like the kernel: hi = int8 per block of 32 (step d = max|x| / 127), then what
+    that left over as int8 in steps of d / 256 (lo), so x ~= d * hi + d / 256 * lo."""
     blocks = x.reshape(x.shape[0], -1, 32)
-
-    def once(v):
-        amax = np.abs(v).max(-1, keepdims=True)
-        d = (amax / 127).astype(np.float32)
-        inv = np.where(amax > 0, 127 / np.where(amax > 0, amax, 1), 0).astype(np.float32)
-        return np.clip(np.round(v * inv), -127, 127) * d
-
-    hi = once(blocks)
-    return (hi + once(blocks - hi)).reshape(x.shape)
+    amax = np.abs(blocks).max(-1, keepdims=True)
+    d = (amax / np.float32(127)).astype(np.float32)
+    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    hi = np.clip(np.round(blocks * inv), -127, 127).astype(np.float32)
+    lo = np.clip(np.round((blocks - d * hi) * (inv * np.float32(256))), -127, 127).astype(np.float32)
+    return (d * hi + d / np.float32(256) * lo).reshape(x.shape)
 
 
 def kernel_math(x, wq, scales, biases, group_size, bits):
@@ -97,7 +95,7 @@ CASES = [
 def test_matches_stock_on_every_path(isa, bits, group_size, shape):
     n, k = shape
     wq, scales, biases = quantized(n, k, bits, group_size, seed=n + k + bits)
-    for m in (1, 5):
+    for m in (1, 5, 37):  # decode, a register tile and its remainder, prefill's weight-row blocks
         x = activations(m, k, seed=m)
         ref = stock(x, wq, scales, biases, group_size, bits)
         exact = kernel_math(x, wq, scales, biases, group_size, bits)
@@ -129,16 +127,19 @@ def test_scale_dtypes(isa, stype):
         assert np.abs(out - ref).max() < 2e-3 * np.abs(ref).max(), name
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @needs_native
-def test_one_pass_is_coarser_but_close(isa):
-    wq, scales, biases = quantized(576, 576, 4, 32, seed=1)
+def test_one_pass_is_coarser_but_close(isa, bits):
+    wq, scales, biases = quantized(576, 576, bits, 32, seed=1)
     x = activations(2, 576, seed=2)
-    ref = stock(x, wq, scales, biases, 32, 4)
-    fast = np.array(squish_native.quantized_matmul(mx.array(x), wq, scales, biases, 32, 4, precise=False))
-    precise = np.array(squish_native.quantized_matmul(mx.array(x), wq, scales, biases, 32, 4))
+    ref = stock(x, wq, scales, biases, 32, bits)
     scale = np.abs(ref).max()
-    assert np.abs(precise - ref).max() < np.abs(fast - ref).max() / 20
-    assert np.abs(fast - ref).max() < 0.1 * scale
+    for name in ISAS:
+        squish_native.set_isa(name)
+        fast = np.array(squish_native.quantized_matmul(mx.array(x), wq, scales, biases, 32, bits, precise=False))
+        precise = np.array(squish_native.quantized_matmul(mx.array(x), wq, scales, biases, 32, bits))
+        assert np.abs(precise - ref).max() < np.abs(fast - ref).max() / 20, name
+        assert np.abs(fast - ref).max() < 0.1 * scale, name
 
 
 @needs_native

@@ -101,6 +101,14 @@ def decoder_layer(x, weights, k_cache, v_cache, offset: int, spec):
     return _require().decoder_layer(x, weights, k_cache, v_cache, offset, spec)
 
 
+def profile(reset: bool = False) -> dict[str, tuple[int, int, int]]:
+    """Phase timers, enabled by SQUISH_NATIVE_PROFILE=1 at import: {phase: (wall ns, CPU ns of
+    the thread running the op, calls)} since the last reset; reset=True clears them after reading.
+    Phases: decoder_layer's norm, qkv, rope, attention, o, gate_up, swiglu, down, and matmul
+    (standalone quantized_matmul calls, the output head)."""
+    return {name: (wall, cpu, calls) for name, wall, cpu, calls in _require().profile(reset)}
+
+
 def cache_copies() -> int:
     """How many decoder_layer calls wrote their caches into new buffers instead of in place."""
     return _require().cache_copies()
