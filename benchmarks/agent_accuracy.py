@@ -205,7 +205,7 @@ def main() -> int:
     from squish.agent.prompt import template_supports_tools
     from squish.agent.sandbox import Workspace
     from squish.agent.tools import ToolContext
-    from squish.cli.bench import save
+    from squish.cli.bench_results import save
     from squish.engine.engine import Engine
     from squish.models.hardware import describe
     from squish.models import store

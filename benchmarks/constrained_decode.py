@@ -12,7 +12,6 @@ Results are appended to benchmarks/results/<timestamp>_constrained-decode.json.
 """
 
 import argparse
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -20,7 +19,8 @@ from pathlib import Path
 
 from squish.agent import constrain
 from squish.agent.tools import Tool
-from squish.cli.bench import percentile, save
+from squish.cli.bench_results import save
+from squish.cli.bench_stats import percentile, spread
 from squish.engine.engine import ChatRequest, Engine
 from squish.models import store
 from squish.models.hardware import describe
@@ -42,14 +42,7 @@ MESSAGES = [
 
 
 def summarize(values: list[float]) -> dict:
-    return {
-        "p50": percentile(values, 50),
-        "p95": percentile(values, 95),
-        "p99": percentile(values, 99),
-        "mean": statistics.fmean(values),
-        "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "runs": values,
-    }
+    return {**spread(values), "runs": values}
 
 
 class Timed:

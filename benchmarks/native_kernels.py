@@ -23,7 +23,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 import squish_native
-from squish.cli.bench import save
+from squish.cli.bench_results import save
 from squish.engine import native
 from squish.models import store
 from squish.models.hardware import describe

@@ -36,7 +36,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from squish.cli.bench import percentile, save
+from squish.cli.bench_results import save
+from squish.cli.bench_stats import percentile
 from squish.engine.baseline import run_mlx_lm
 from squish.engine.engine import ChatRequest, Engine
 from squish.models.hardware import describe

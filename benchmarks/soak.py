@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from squish.cli.bench import save
+from squish.cli.bench_results import save
 from squish.engine.engine import MAX_SESSIONS, ChatRequest, Engine
 from squish.models import store
 from squish.models.hardware import describe

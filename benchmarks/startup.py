@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from squish.cli.bench import percentile, save
+from squish.cli.bench_results import save
+from squish.cli.bench_stats import percentile
 from squish.models.hardware import describe
 
 HELP_BUDGET_S = 1.0

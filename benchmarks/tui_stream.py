@@ -28,7 +28,8 @@ from pathlib import Path
 
 from textual import events
 
-from squish.cli.bench import percentile, save, summarize
+from squish.cli.bench_results import commit, save
+from squish.cli.bench_stats import percentile, spread
 from squish.engine.engine import ChatRequest, Engine
 from squish.models.hardware import describe
 from squish.history import History
@@ -188,11 +189,14 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
         history.close()
 
     def side(stats_list) -> dict:
-        summary = summarize(
-            [s.ttft_ms for s in stats_list],
-            [s.decode_tps for s in stats_list],
-            max(s.peak_memory_gb for s in stats_list),
-        )
+        ttft, tps = spread([s.ttft_ms for s in stats_list]), spread([s.decode_tps for s in stats_list])
+        summary = {
+            "runs": len(stats_list),
+            **{f"ttft_ms_{k}": ttft[k] for k in ("p50", "p95", "p99", "stddev")},
+            "decode_tps": tps["p50"],
+            "decode_tps_stddev": tps["stddev"],
+            "peak_memory_gb": max(s.peak_memory_gb for s in stats_list),
+        }
         summary["generation_tokens"] = [s.generation_tokens for s in stats_list]
         summary["decode_tps_runs"] = [s.decode_tps for s in stats_list]
         return summary
@@ -275,20 +279,6 @@ async def long_answer(tokens: int, live_blocks: int, per_batch: int = 3) -> dict
         "ui_cpu_ms_per_token_first_tenth_p95": percentile(costs[:tenth], 95),
         "ui_cpu_ms_per_token_last_tenth_p95": percentile(costs[-tenth:], 95),
     }
-
-
-def commit() -> str | None:
-    """The git commit measured, with "+dirty" when the tree has changes."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
-    except OSError:
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def main() -> int:

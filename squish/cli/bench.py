@@ -1,36 +1,29 @@
-"""`squish bench`: the squish engine against mlx_lm.stream_generate, same model, same prompts, one run.
+"""`squish bench`: squish against mlx_lm (and llama.cpp with --anchor), same model, prompts, run.
 
-The mlx_lm side is squish.engine.baseline (it calls MLX, so it lives in the engine package).
-
-The two sides run one after the other in one process, each with only its own
-copy of the model in memory, so MLX's peak-memory counter (reset before each
-side) measures each side alone. Both sides time TTFT from before the chat
-template is applied to the first token, and decode tok/s as (tokens - 1) over
-the time from the first token to the last.
+Every side decodes greedily from the same rendered prompt (the token ids of mlx_lm's chat
+template, which squish renders identically: the bench checks the counts). The sides alternate:
+each round runs every task on every side, and the order of the sides rotates from round to
+round, so drift in the machine's load spreads over all of them. Each side holds only its own
+model (the baselines run in processes of their own, squish.cli.bench_sides), so peak memory is
+each side's own. Times, as every side takes them: TTFT from the request to the first token,
+prefill tok/s as prompt tokens over that time, decode tok/s as (tokens - 1) over the time from
+the first token to the last. The decode comparison is paired by round: the ratio of medians
+and a Wilcoxon signed-rank p-value (squish.cli.bench_stats).
 """
 
 import json
-import math
-import statistics
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import EngineFailure
+from .bench_results import commit, save
+from .bench_stats import spread, wilcoxon
+from .bench_tasks import BENCH_TASKS, SYSTEM, WARMUP
 from .parser import UsageError, bench_parser
 
-SYSTEM = "Answer briefly."
-# Warm-ups only need to run every kernel once; a short prompt keeps --quick under a minute on a CPU.
-WARMUP = [{"role": "system", "content": "Hi."}, {"role": "user", "content": "Hi."}]
-PROMPTS = [
-    "Capital of France?",
-    "Name a color.",
-    "Two plus two?",
-    "Closest planet to the sun?",
-    "What do bees make?",
-]
 TURNS = [
     "Tell me about cats.",
     "And dogs?",
@@ -43,6 +36,7 @@ TURNS = [
     "What about fish?",
     "Thanks, summarize.",
 ]
+MIN_TOKENS = 64  # fewer generated tokens per run make a decode rate noise
 
 
 @dataclass
@@ -54,73 +48,76 @@ class Plan:
     turn_tokens: int
 
 
-QUICK = Plan(warmup=5, runs=5, max_tokens=8, turns=3, turn_tokens=4)
-FULL = Plan(warmup=5, runs=20, max_tokens=64, turns=10, turn_tokens=16)
-WARMUP_TOKENS = 2
+QUICK = Plan(warmup=5, runs=6, max_tokens=64, turns=3, turn_tokens=8)
+FULL = Plan(warmup=5, runs=20, max_tokens=128, turns=10, turn_tokens=16)
+WARMUP_TOKENS = 4
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+def rotate(items: list, by: int) -> list:
+    by %= len(items)
+    return items[by:] + items[:by]
 
 
-def summarize(ttft_ms: list[float], decode_tps: list[float], peak_gb: float) -> dict:
+def summarize_side(rows: list[dict]) -> dict:
     return {
-        "runs": len(ttft_ms),
-        "ttft_ms_p50": percentile(ttft_ms, 50),
-        "ttft_ms_p95": percentile(ttft_ms, 95),
-        "ttft_ms_p99": percentile(ttft_ms, 99),
-        "ttft_ms_stddev": statistics.stdev(ttft_ms) if len(ttft_ms) > 1 else 0.0,
-        "decode_tps": percentile(decode_tps, 50),
-        "decode_tps_stddev": statistics.stdev(decode_tps) if len(decode_tps) > 1 else 0.0,
-        "peak_memory_gb": peak_gb,
+        "runs": len(rows),
+        "ttft_ms": spread([r["ttft_ms"] for r in rows]),
+        "prefill_tps": spread([r["prefill_tps"] for r in rows]),
+        "decode_tps": spread([r["decode_tps"] for r in rows]),
+        "generated_tokens": {"min": min(r["generated_tokens"] for r in rows), "max": max(r["generated_tokens"] for r in rows)},
+        "peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
     }
 
 
-def messages_for(prompt: str) -> list[dict]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+def compare(mine: list[dict], theirs: list[dict]) -> dict:
+    """`mine` against `theirs`, paired by round: ratios of medians, Wilcoxon on decode tok/s."""
+    by_round = {r["round"]: r for r in theirs}
+    pairs = [(m, by_round[m["round"]]) for m in mine if m["round"] in by_round]
+
+    def ratio(key: str) -> float:
+        a = spread([m[key] for m, _ in pairs])["p50"]
+        b = spread([t[key] for _, t in pairs])["p50"]
+        return a / b if b else 0.0
+
+    return {
+        "decode_ratio": ratio("decode_tps"),
+        "prefill_ratio": ratio("prefill_tps"),
+        "ttft_ratio": ratio("ttft_ms"),
+        "decode_wilcoxon": wilcoxon([m["decode_tps"] for m, _ in pairs], [t["decode_tps"] for _, t in pairs]),
+        "same_text": sum(m["text"] == t["text"] for m, t in pairs),
+        "pairs": len(pairs),
+    }
 
 
-def run_squish(model: str | None, plan: Plan, progress) -> tuple[dict, list[dict], str, str]:
-    from ..engine.engine import ChatRequest, Engine
-    from ..models import store
+COMPARISONS = (("squish", "mlx_lm"), ("squish", "llama.cpp"))
 
-    engine = Engine()
-    loaded = store.load(engine, model).collect()
-    if loaded.error:
-        raise EngineFailure(loaded.error.message)
-    info = loaded.loaded
 
-    def generate(messages, max_tokens, session=None):
-        result = engine.generate(
-            ChatRequest(messages, session=session, max_tokens=max_tokens, temperature=0.0, seed=0)
-        ).collect()
-        if result.error:
-            raise EngineFailure(result.error.message)
-        return result.stats
+def summarize(samples: list[dict], prompts: dict[str, list[int]]) -> dict:
+    tasks = {}
+    for task in BENCH_TASKS:
+        rows = [s for s in samples if s["task"] == task.name]
+        sides = {}
+        for row in rows:
+            sides.setdefault(row["side"], []).append(row)
+        tasks[task.name] = {
+            "prompt_tokens": len(prompts[task.name]),
+            "copy": task.copy,
+            "sides": {name: summarize_side(side_rows) for name, side_rows in sides.items()},
+            "compare": {
+                f"{a}/{b}": compare(sides[a], sides[b]) for a, b in COMPARISONS if a in sides and b in sides
+            },
+        }
+    return tasks
 
-    for i in range(plan.warmup):
-        progress(f"squish warm-up {i + 1}/{plan.warmup}")
-        generate(WARMUP, WARMUP_TOKENS)
-    ttft, tps, peak = [], [], 0.0
-    for i in range(plan.runs):
-        progress(f"squish run {i + 1}/{plan.runs}")
-        stats = generate(messages_for(PROMPTS[i % len(PROMPTS)]), plan.max_tokens)
-        ttft.append(stats.ttft_ms)
-        tps.append(stats.decode_tps)
-        peak = max(peak, stats.peak_memory_gb)
+
+def multi_turn(squish, plan: Plan, progress) -> dict:
+    """squish alone: TTFT turn by turn in one chat, its KV cache kept between turns."""
     curve = []
     history = [{"role": "system", "content": SYSTEM}]
     for turn, text in enumerate(TURNS[: plan.turns], 1):
         progress(f"squish turn {turn}/{plan.turns}")
         history.append({"role": "user", "content": text})
-        result = engine.generate(
-            ChatRequest(list(history), session="bench", max_tokens=plan.turn_tokens, temperature=0.0, seed=0)
-        ).collect()
-        if result.error:
-            raise EngineFailure(result.error.message)
+        result = squish.request(list(history), plan.turn_tokens, session="bench")
         history.append({"role": "assistant", "content": result.text})
         stats = result.stats
         curve.append(
@@ -131,92 +128,161 @@ def run_squish(model: str | None, plan: Plan, progress) -> tuple[dict, list[dict
                 "cached_tokens": stats.cached_tokens,
             }
         )
-    engine.unload().collect()
-    engine.shutdown()
-    return summarize(ttft, tps, peak), curve, info.path, info.name
-
-
-def run(model: str | None, quick: bool, progress=lambda _: None, **overrides) -> dict:
-    plan = QUICK if quick else FULL
-    plan = Plan(**{**plan.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
-    if plan.warmup < 5:
-        raise ValueError("at least 5 warm-up runs are required")
-    started = time.perf_counter()
-    squish, curve, model_dir, name = run_squish(model, plan, progress)
-    from ..engine.baseline import run_mlx_lm
-    from ..models.hardware import describe
-
-    warmups = [(WARMUP, WARMUP_TOKENS)] * plan.warmup
-    runs = [(messages_for(PROMPTS[i % len(PROMPTS)]), plan.max_tokens) for i in range(plan.runs)]
-    baseline = summarize(*run_mlx_lm(model_dir, warmups, runs, progress))
     first, last = curve[0]["ttft_ms"], curve[-1]["ttft_ms"]
+    return {"turns": curve, "last_over_first_ttft": last / first if first else 0.0}
+
+
+def run(
+    model: str | None, plan: Plan, label: str, anchor: str | None = None, gguf: Path | None = None, progress=lambda _: None
+) -> dict:
+    from ..models.hardware import describe
+    from .bench_sides import LLAMA_CPP_PACKAGE, SquishSide, llama_cpp_worker, mlx_lm_worker
+
+    started = time.perf_counter()
+    threads = os.cpu_count() or 1
+    progress("loading squish")
+    squish = SquishSide(model)
+    workers = {}
+    try:
+        progress("starting mlx_lm")
+        workers["mlx_lm"] = mlx_lm_worker(squish.info.path)
+        if anchor:
+            progress("starting llama.cpp (a first start builds llama-cpp-python: about 12 minutes)")
+            workers["llama.cpp"] = llama_cpp_worker(gguf, threads)
+        prompts = {task.name: workers["mlx_lm"].render(task.messages()) for task in (*BENCH_TASKS, WARMUP)}
+
+        def side(name: str):
+            if name == "squish":
+                return lambda task, n: squish.generate(task.messages(), n)
+            return lambda task, n: workers[name].generate(prompts[task.name], n)
+
+        names = ["squish", *workers]
+        sides = {name: side(name) for name in names}
+        for i in range(plan.warmup):
+            for name in rotate(names, i):
+                progress(f"warm-up {i + 1}/{plan.warmup}: {name}")
+                sides[name](WARMUP, WARMUP_TOKENS)
+        samples = []
+        for r in range(plan.runs):
+            for task in BENCH_TASKS:
+                for name in rotate(names, r):
+                    progress(f"round {r + 1}/{plan.runs}: {task.name} on {name}")
+                    sample = sides[name](task, plan.max_tokens)
+                    if sample.prompt_tokens != len(prompts[task.name]):
+                        raise RuntimeError(
+                            f"{name} saw {sample.prompt_tokens} prompt tokens for {task.name}, "
+                            f"mlx_lm rendered {len(prompts[task.name])}: the sides would not run the same prompt"
+                        )
+                    samples.append({"round": r, "task": task.name, "side": name, **asdict(sample)})
+        curve = multi_turn(squish, plan, progress)
+    finally:
+        for worker in workers.values():
+            worker.close()
+        squish.close()
+    info = squish.info
+    versions = {"squish": "", **{name: w.version for name, w in workers.items()}}
     return {
-        "name": "quick" if quick else "full",
+        "name": label,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": name,
-        "plan": plan.__dict__,
-        "hardware": describe(),
-        "squish": squish,
-        "mlx_lm": baseline,
-        "decode_ratio": squish["decode_tps"] / baseline["decode_tps"] if baseline["decode_tps"] else 0.0,
-        "ttft_ratio": squish["ttft_ms_p50"] / baseline["ttft_ms_p50"] if baseline["ttft_ms_p50"] else 0.0,
-        "multi_turn": {"turns": curve, "last_over_first_ttft": last / first if first else 0.0},
+        "commit": commit(),
+        "model": info.name,
+        "quantization": info.quantization,
+        "kernels": info.kernels,
+        "plan": asdict(plan),
+        "hardware": {**describe(), "threads": threads},
+        "sides": {
+            name: {"version": version}
+            | ({"package": LLAMA_CPP_PACKAGE, "gguf": str(gguf), "threads": threads} if name == "llama.cpp" else {})
+            for name, version in versions.items()
+        },
+        "tasks": summarize(samples, prompts),
+        "samples": samples,
+        "multi_turn": curve,
         "seconds": time.perf_counter() - started,
     }
 
 
-def save(result: dict, results_dir: Path, name: str, now: datetime | None = None) -> Path:
-    """Append `results_dir/<timestamp>_<name>.json` (the time `now`, UTC, by default the current
-    one); an existing file is never overwritten: a second result in the same second gets `-1`."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    for attempt in range(100):
-        suffix = f"-{attempt}" if attempt else ""
-        path = results_dir / f"{stamp}_{name}{suffix}.json"
-        try:
-            with path.open("x") as handle:
-                json.dump(result, handle, indent=2)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free result file name in {results_dir}")
-
-
 def summary(result: dict) -> dict:
-    """The `squish bench --json` object."""
-    keys = ("decode_tps", "ttft_ms_p50", "peak_memory_gb")
-    return {
-        "squish": {k: result["squish"][k] for k in keys},
-        "mlx_lm": {k: result["mlx_lm"][k] for k in keys},
-        "decode_ratio": result["decode_ratio"],
-    }
+    """The `squish bench --json` object: per task, each side's medians and the comparisons."""
+    tasks = {}
+    for name, task in result["tasks"].items():
+        tasks[name] = {
+            "prompt_tokens": task["prompt_tokens"],
+            "sides": {
+                side: {
+                    "ttft_ms_p50": s["ttft_ms"]["p50"],
+                    "prefill_tps": s["prefill_tps"]["p50"],
+                    "decode_tps": s["decode_tps"]["p50"],
+                    "peak_memory_gb": s["peak_memory_gb"],
+                }
+                for side, s in task["sides"].items()
+            },
+            "compare": {
+                pair: {
+                    "decode_ratio": c["decode_ratio"],
+                    "prefill_ratio": c["prefill_ratio"],
+                    "decode_p_value": c["decode_wilcoxon"]["p_value"],
+                }
+                for pair, c in task["compare"].items()
+            },
+        }
+    return {"model": result["model"], "kernels": result["kernels"], "tasks": tasks}
 
 
 def table(result: dict) -> str:
-    s, b = result["squish"], result["mlx_lm"]
-    rows = [
-        ("TTFT p50 (ms)", s["ttft_ms_p50"], b["ttft_ms_p50"], "{:.0f}"),
-        ("TTFT p95 (ms)", s["ttft_ms_p95"], b["ttft_ms_p95"], "{:.0f}"),
-        ("TTFT p99 (ms)", s["ttft_ms_p99"], b["ttft_ms_p99"], "{:.0f}"),
-        ("decode tok/s p50", s["decode_tps"], b["decode_tps"], "{:.2f}"),
-        ("decode tok/s stddev", s["decode_tps_stddev"], b["decode_tps_stddev"], "{:.2f}"),
-        ("peak memory (GB)", s["peak_memory_gb"], b["peak_memory_gb"], "{:.3f}"),
-    ]
-    hw = result["hardware"]
+    hw, plan = result["hardware"], result["plan"]
+    llama = result["sides"].get("llama.cpp")
     lines = [
-        f"model {result['model']} on {hw['backend']} ({hw['chip']}, {hw['cores']} cores), "
-        f"mlx {hw['mlx']}, mlx-lm {hw['mlx_lm']}; {s['runs']} runs after {result['plan']['warmup']} warm-ups",
-        f"{'':22}{'squish':>12}{'mlx_lm':>12}{'ratio':>8}",
+        f"model {result['model']} ({result['quantization']}, kernels {result['kernels']}) on {hw['backend']} "
+        f"({hw['chip']}, {hw['cores']} cores), mlx {hw['mlx']}, mlx-lm {hw['mlx_lm']}"
+        + (f", llama-cpp-python {llama['version']} ({llama['threads']} threads)" if llama else ""),
+        f"{plan['runs']} interleaved rounds after {plan['warmup']} warm-ups, up to {plan['max_tokens']} "
+        "greedy tokens a run; p50 (stddev)",
     ]
-    for label, mine, theirs, fmt in rows:
-        ratio = f"{mine / theirs:.2f}" if theirs else "-"
-        lines.append(f"{label:22}{fmt.format(mine):>12}{fmt.format(theirs):>12}{ratio:>8}")
+    for name, task in result["tasks"].items():
+        sides = list(task["sides"])
+        lines.append("")
+        lines.append(f"{name} ({task['prompt_tokens']} prompt tokens)".ljust(26) + "".join(f"{s:>18}" for s in sides))
+
+        def row(label: str, cell) -> str:
+            return f"  {label:24}" + "".join(f"{cell(task['sides'][s]):>18}" for s in sides)
+
+        lines.append(row("TTFT ms p50/p95/p99", lambda s: "{p50:.0f}/{p95:.0f}/{p99:.0f}".format(**s["ttft_ms"])))
+        lines.append(row("prefill tok/s", lambda s: "{p50:.1f} ({stddev:.1f})".format(**s["prefill_tps"])))
+        lines.append(row("decode tok/s", lambda s: "{p50:.2f} ({stddev:.2f})".format(**s["decode_tps"])))
+        lines.append(row("decode p95/p99", lambda s: "{p95:.2f}/{p99:.2f}".format(**s["decode_tps"])))
+        lines.append(row("tokens min-max", lambda s: "{min}-{max}".format(**s["generated_tokens"])))
+        lines.append(row("peak memory GB", lambda s: f"{s['peak_memory_gb']:.3f}"))
+        for pair, c in task["compare"].items():
+            w = c["decode_wilcoxon"]
+            lines.append(
+                f"  {pair}: decode {c['decode_ratio']:.2f}x (Wilcoxon p={w['p_value']:.3g}, n={w['n']}), "
+                f"prefill {c['prefill_ratio']:.2f}x, TTFT {c['ttft_ratio']:.2f}x, "
+                f"same text {c['same_text']}/{c['pairs']}"
+            )
     curve = result["multi_turn"]
     ttfts = " ".join(f"{t['ttft_ms']:.0f}" for t in curve["turns"])
+    lines.append("")
     lines.append(f"multi-turn TTFT (ms, squish, KV cache kept): {ttfts}")
     lines.append(f"last turn / first turn TTFT: {curve['last_over_first_ttft']:.2f}")
-    lines.append(f"decode ratio squish/mlx_lm: {result['decode_ratio']:.3f}")
     return "\n".join(lines)
+
+
+def anchor_gguf(args) -> Path | None:
+    """The GGUF llama.cpp runs: --gguf, else the embedded model's own file."""
+    if not args.anchor:
+        return None
+    if args.gguf:
+        path = Path(args.gguf).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--gguf {args.gguf}: no such file")
+        return path
+    from ..models import store
+    from ..models.catalog import EMBEDDED_NAME
+
+    if args.model not in (None, EMBEDDED_NAME):
+        raise UsageError("--anchor llama.cpp needs the model's GGUF file: pass --gguf PATH")
+    return store.embedded_gguf()
 
 
 def bench(argv: list[str]) -> int:
@@ -225,23 +291,20 @@ def bench(argv: list[str]) -> int:
         raise UsageError("--warmup must be at least 5")
     if args.turns is not None and not 2 <= args.turns <= 10:
         raise UsageError("--turns must be between 2 and 10")
-    for name in ("runs", "max_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 2:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 2")
+    if args.runs is not None and args.runs < 2:
+        raise UsageError("--runs must be at least 2")
+    if args.max_tokens is not None and args.max_tokens < MIN_TOKENS:
+        raise UsageError(f"--max-tokens must be at least {MIN_TOKENS}: fewer make the decode rate noise")
+    gguf = anchor_gguf(args)
+    base = QUICK if args.quick else FULL
+    overrides = {"runs": args.runs, "warmup": args.warmup, "max_tokens": args.max_tokens, "turns": args.turns}
+    plan = Plan(**{**asdict(base), **{k: v for k, v in overrides.items() if v is not None}})
+
     def progress(text: str) -> None:
         if sys.stderr.isatty():
             print(f"\r\033[2K{text}", end="", file=sys.stderr, flush=True)
 
-    result = run(
-        args.model,
-        args.quick,
-        progress,
-        runs=args.runs,
-        warmup=args.warmup,
-        max_tokens=args.max_tokens,
-        turns=args.turns,
-    )
+    result = run(args.model, plan, "quick" if args.quick else "full", args.anchor, gguf, progress)
     if sys.stderr.isatty():
         print("\r\033[2K", end="", file=sys.stderr, flush=True)
     path = save(result, Path(args.results_dir), f"bench-{result['name']}")

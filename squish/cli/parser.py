@@ -29,7 +29,8 @@ examples:
 
 BENCH_EXAMPLES = """\
 examples:
-  squish bench --quick          under a minute on the embedded model
+  squish bench --quick                      squish against mlx_lm: 6 rounds, 64 tokens a run
+  squish bench --quick --anchor llama.cpp   and llama.cpp on the embedded model's own GGUF file
   squish bench --json --model PATH
 """
 
@@ -99,7 +100,7 @@ def main_parser() -> Parser:
         "--mcp", metavar="FILE", help='MCP servers, {"mcpServers": {...}} ($SQUISH_HOME/mcp.json is read too)'
     )
     parser.epilog = EXAMPLES + (
-        "\ncommands:\n  bench    benchmark squish against mlx_lm (squish bench --help)\n"
+        "\ncommands:\n  bench    benchmark squish against mlx_lm and llama.cpp (squish bench --help)\n"
         "  chats    list saved chats, export one (squish chats --help)\n"
         "  models   list local and catalog models (squish models --help)\n"
         "  pull     download a model from the Hugging Face hub (squish pull --help)\n"
@@ -118,12 +119,18 @@ def bench_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-m", "--model", help="model name or path (default: the embedded smollm2:135m)")
-    parser.add_argument("--quick", action="store_true", help="few short runs: under a minute on the embedded model")
+    parser.add_argument("--quick", action="store_true", help="6 rounds of 64 tokens (the full run: 20 of 128)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--runs", type=int, help="measured runs per side")
     parser.add_argument("--warmup", type=int, help="discarded warm-up runs per side (at least 5)")
-    parser.add_argument("--max-tokens", type=int, help="tokens per measured run")
+    parser.add_argument("--max-tokens", type=int, help="most tokens per measured run (at least 64)")
     parser.add_argument("--turns", type=int, help="turns of the multi-turn TTFT curve (at most 10)")
+    parser.add_argument(
+        "--anchor",
+        choices=["llama.cpp"],
+        help="also measure llama.cpp (llama-cpp-python in its own uv environment) on the same GGUF and prompts",
+    )
+    parser.add_argument("--gguf", metavar="FILE", help="the GGUF file llama.cpp runs (default: the embedded model's)")
     parser.add_argument("--results-dir", default="benchmarks/results", help="where result files are appended")
     return parser
 

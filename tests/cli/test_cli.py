@@ -116,25 +116,37 @@ def test_version(home):
 
 def test_bench_quick_json_on_a_tiny_model(home, tiny_model, tmp_path):
     results = tmp_path / "results"
-    proc = squish(home, "bench", "--quick", "--json", "--model", str(tiny_model), "--results-dir", str(results))
+    args = ["bench", "--quick", "--json", "--runs", "2", "--model", str(tiny_model), "--results-dir", str(results)]
+    proc = squish(home, *args)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    for side in ("squish", "mlx_lm"):
-        assert set(out[side]) == {"decode_tps", "ttft_ms_p50", "peak_memory_gb"}
-        assert out[side]["decode_tps"] > 0 and out[side]["peak_memory_gb"] > 0
-    assert out["decode_ratio"] > 0
-    files = list(results.glob("*_bench-quick.json"))
-    assert len(files) == 1
-    saved = json.loads(files[0].read_text())
-    assert {"chip", "cores", "ram_gb", "os", "mlx", "mlx_lm", "backend"} <= set(saved["hardware"])
-    assert saved["plan"]["warmup"] >= 5
+    assert out["kernels"]
+    assert set(out["tasks"]) == {"short", "long", "edit"}
+    assert out["tasks"]["long"]["prompt_tokens"] > 400  # the ~500-token prompt
+    for task in out["tasks"].values():
+        assert set(task["sides"]) == {"squish", "mlx_lm"}
+        for side in task["sides"].values():
+            assert side["decode_tps"] > 0 and side["prefill_tps"] > 0 and side["peak_memory_gb"] > 0
+        compare = task["compare"]["squish/mlx_lm"]
+        assert compare["decode_ratio"] > 0 and 0 < compare["decode_p_value"] <= 1
+    [saved_file] = results.glob("*_bench-quick.json")
+    saved = json.loads(saved_file.read_text())
+    assert {"chip", "cores", "ram_gb", "os", "mlx", "mlx_lm", "backend", "threads"} <= set(saved["hardware"])
+    assert saved["plan"]["warmup"] >= 5 and saved["plan"]["max_tokens"] >= 64
+    # interleaved: each round runs every task on both sides, the first side alternating
+    assert len(saved["samples"]) == 2 * 3 * 2
+    firsts = [s["side"] for s in saved["samples"] if s["task"] == "short"][::2]
+    assert firsts == ["squish", "mlx_lm"]
+    side = saved["tasks"]["short"]["sides"]["squish"]
+    assert {"p50", "p95", "p99", "stddev"} <= set(side["decode_tps"]) and side["generated_tokens"]["max"] <= 64
+    assert saved["tasks"]["short"]["compare"]["squish/mlx_lm"]["decode_wilcoxon"]["n"] <= 2
     assert len(saved["multi_turn"]["turns"]) == 3
 
 
 def test_the_result_writer_appends_and_never_overwrites(tmp_path):
     from datetime import datetime, timezone
 
-    from squish.cli.bench import save
+    from squish.cli.bench_results import save
 
     results, now = tmp_path / "results", datetime(2026, 12, 1, 9, 30, 5, tzinfo=timezone.utc)
     first = save({"run": 1}, results, "bench-quick", now=now)
@@ -148,7 +160,14 @@ def test_the_result_writer_appends_and_never_overwrites(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message", [(["--warmup", "2"], "at least 5"), (["--turns", "11"], "between 2 and 10")]
+    "args, message",
+    [
+        (["--warmup", "2"], "at least 5"),
+        (["--turns", "11"], "between 2 and 10"),
+        (["--max-tokens", "8"], "at least 64"),
+        (["--anchor", "llama.cpp", "--model", "qwen3:8b"], "--gguf"),
+        (["--anchor", "llama.cpp", "--gguf", "/nonexistent.gguf"], "no such file"),
+    ],
 )
 def test_bench_refuses_bad_plans(home, args, message):
     proc = squish(home, "bench", *args)
