@@ -1,5 +1,8 @@
 """`squish bench`: squish against mlx_lm (and llama.cpp with --anchor), same model, prompts, run.
 
+squish runs twice per task: as it answers by default, with prompt-lookup drafts ("squish"), and
+without them ("squish-plain"); a greedy answer is the same token for token either way.
+
 Every side decodes greedily from the same rendered prompt (the token ids of mlx_lm's chat
 template, which squish renders identically: the bench checks the counts). The sides alternate:
 each round runs every task on every side, and the order of the sides rotates from round to
@@ -59,13 +62,16 @@ def rotate(items: list, by: int) -> list:
 
 
 def summarize_side(rows: list[dict]) -> dict:
+    counts = [r["generated_tokens"] for r in rows]
     return {
         "runs": len(rows),
         "ttft_ms": spread([r["ttft_ms"] for r in rows]),
         "prefill_tps": spread([r["prefill_tps"] for r in rows]),
         "decode_tps": spread([r["decode_tps"] for r in rows]),
-        "generated_tokens": {"min": min(r["generated_tokens"] for r in rows), "max": max(r["generated_tokens"] for r in rows)},
+        "generated_tokens": {"min": min(counts), "max": max(counts)},
         "peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
+        "draft_tokens": sum(r["draft_tokens"] for r in rows),
+        "accepted_tokens": sum(r["accepted_tokens"] for r in rows),
     }
 
 
@@ -89,7 +95,8 @@ def compare(mine: list[dict], theirs: list[dict]) -> dict:
     }
 
 
-COMPARISONS = (("squish", "mlx_lm"), ("squish", "llama.cpp"))
+# "squish" decodes with prompt-lookup drafts (the engine's default), "squish-plain" without.
+COMPARISONS = (("squish", "squish-plain"), ("squish", "mlx_lm"), ("squish", "llama.cpp"), ("squish-plain", "mlx_lm"))
 
 
 def summarize(samples: list[dict], prompts: dict[str, list[int]]) -> dict:
@@ -133,7 +140,12 @@ def multi_turn(squish, plan: Plan, progress) -> dict:
 
 
 def run(
-    model: str | None, plan: Plan, label: str, anchor: str | None = None, gguf: Path | None = None, progress=lambda _: None
+    model: str | None,
+    plan: Plan,
+    label: str,
+    anchor: str | None = None,
+    gguf: Path | None = None,
+    progress=lambda _: None,
 ) -> dict:
     from ..models.hardware import describe
     from .bench_sides import LLAMA_CPP_PACKAGE, SquishSide, llama_cpp_worker, mlx_lm_worker
@@ -152,11 +164,11 @@ def run(
         prompts = {task.name: workers["mlx_lm"].render(task.messages()) for task in (*BENCH_TASKS, WARMUP)}
 
         def side(name: str):
-            if name == "squish":
-                return lambda task, n: squish.generate(task.messages(), n)
+            if name in ("squish", "squish-plain"):
+                return lambda task, n: squish.generate(task.messages(), n, draft=name == "squish")
             return lambda task, n: workers[name].generate(prompts[task.name], n)
 
-        names = ["squish", *workers]
+        names = ["squish", "squish-plain", *workers]
         sides = {name: side(name) for name in names}
         for i in range(plan.warmup):
             for name in rotate(names, i):
@@ -180,7 +192,7 @@ def run(
             worker.close()
         squish.close()
     info = squish.info
-    versions = {"squish": "", **{name: w.version for name, w in workers.items()}}
+    versions = {"squish": "", "squish-plain": "", **{name: w.version for name, w in workers.items()}}
     return {
         "name": label,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -214,6 +226,8 @@ def summary(result: dict) -> dict:
                     "prefill_tps": s["prefill_tps"]["p50"],
                     "decode_tps": s["decode_tps"]["p50"],
                     "peak_memory_gb": s["peak_memory_gb"],
+                    "draft_tokens": s["draft_tokens"],
+                    "accepted_tokens": s["accepted_tokens"],
                 }
                 for side, s in task["sides"].items()
             },
@@ -222,6 +236,8 @@ def summary(result: dict) -> dict:
                     "decode_ratio": c["decode_ratio"],
                     "prefill_ratio": c["prefill_ratio"],
                     "decode_p_value": c["decode_wilcoxon"]["p_value"],
+                    "same_text": c["same_text"],
+                    "pairs": c["pairs"],
                 }
                 for pair, c in task["compare"].items()
             },
@@ -253,6 +269,9 @@ def table(result: dict) -> str:
         lines.append(row("decode p95/p99", lambda s: "{p95:.2f}/{p99:.2f}".format(**s["decode_tps"])))
         lines.append(row("tokens min-max", lambda s: "{min}-{max}".format(**s["generated_tokens"])))
         lines.append(row("peak memory GB", lambda s: f"{s['peak_memory_gb']:.3f}"))
+        lines.append(
+            row("drafts kept", lambda s: f"{s['accepted_tokens']}/{s['draft_tokens']}" if s["draft_tokens"] else "-")
+        )
         for pair, c in task["compare"].items():
             w = c["decode_wilcoxon"]
             lines.append(

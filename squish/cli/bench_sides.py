@@ -46,6 +46,8 @@ class Sample:
     generated_tokens: int
     text: str
     peak_memory_gb: float
+    draft_tokens: int = 0  # squish's prompt-lookup drafts checked, and accepted (0 for the baselines)
+    accepted_tokens: int = 0
 
 
 class Worker:
@@ -183,18 +185,19 @@ class SquishSide:
             raise EngineFailure(loaded.error.message)
         self.info = loaded.loaded
 
-    def request(self, messages: list[dict], max_tokens: int, session: str | None = None):
+    def request(self, messages: list[dict], max_tokens: int, session: str | None = None, draft: bool = True):
         from ..engine.engine import ChatRequest
 
         result = self.engine.generate(
-            ChatRequest(messages, session=session, max_tokens=max_tokens, temperature=0.0, seed=0)
+            ChatRequest(messages, session=session, max_tokens=max_tokens, temperature=0.0, seed=0, draft=draft)
         ).collect()
         if result.error:
             raise EngineFailure(result.error.message)
         return result
 
-    def generate(self, messages: list[dict], max_tokens: int) -> Sample:
-        result = self.request(messages, max_tokens)
+    def generate(self, messages: list[dict], max_tokens: int, draft: bool = True) -> Sample:
+        """One greedy answer; `draft=False` decodes without prompt-lookup drafts (the plain rows)."""
+        result = self.request(messages, max_tokens, draft=draft)
         stats = result.stats
         return Sample(
             ttft_ms=stats.ttft_ms,
@@ -204,6 +207,8 @@ class SquishSide:
             generated_tokens=stats.generation_tokens,
             text=result.text,
             peak_memory_gb=stats.peak_memory_gb,
+            draft_tokens=stats.draft_tokens,
+            accepted_tokens=stats.accepted_tokens,
         )
 
     def close(self) -> None:

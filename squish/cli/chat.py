@@ -24,6 +24,13 @@ def read_prompt(arg: str) -> str:
         raise UsageError(f"standard input is not valid UTF-8 (byte {exc.start})") from None
 
 
+def drafts(stats) -> str:
+    """`` (12/20 drafted kept)`` when prompt-lookup drafts were checked, else nothing."""
+    if not stats.draft_tokens:
+        return ""
+    return f" ({stats.accepted_tokens}/{stats.draft_tokens} drafted kept)"
+
+
 def note(text: str) -> None:
     print(f"squish: {text}", file=sys.stderr)
 
@@ -232,7 +239,7 @@ def answer(args, prompt: str, history, chat) -> int:
         print(
             f"[{info.name} {info.quantization} {info.kernels} · TTFT {stats.ttft_ms:.0f} ms · "
             f"prefill {stats.prefill_tps:.1f} tok/s · decode {stats.decode_tps:.1f} tok/s · "
-            f"{stats.generation_tokens} tokens{cached} · context {stats.prompt_tokens}/{stats.context_size} · "
+            f"{stats.generation_tokens} tokens{cached}{drafts(stats)} · context {stats.prompt_tokens}/{stats.context_size} · "
             f"peak {stats.peak_memory_gb:.2f} GB · seed {stats.seed} · {finish}"
             + (f" · chat {chat.id}]" if saving else "]"),
             file=sys.stderr,

@@ -11,7 +11,6 @@ import logging
 import queue
 import random
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +23,11 @@ from .events import (
     Done,
     Error,
     EventStream,
-    Live,
     Loaded,
     Memory,
     Notice,
-    Progress,
     Stats,
     Status,
-    Thinking,
-    Token,
 )
 from .memory import mlx_memory_gb, process_rss_gb, system_available_gb
 from .ref import ModelRef
@@ -40,8 +35,6 @@ from .ref import ModelRef
 log = logging.getLogger("squish.engine")
 
 MAX_SESSIONS = 4
-PREFILL_CHUNK = 256
-LIVE_INTERVAL_S = 0.25
 ROLES = {"system", "user", "assistant", "tool"}
 MIN_CONTEXT = 64
 
@@ -69,6 +62,9 @@ class ChatRequest:
     # A KV cache saved for this session (squish/engine/prompt_cache.py), used when the engine
     # does not hold the session in memory; a file it cannot use is a Notice, never an error.
     cache_file: Path | None = None
+    # Prompt-lookup drafts (docs/speculative.md): on by default, they change no token of the
+    # answer; off only to measure plain decoding beside them (squish bench, the tests).
+    draft: bool = True
 
 
 def validate(request: ChatRequest) -> None:
@@ -114,11 +110,6 @@ def accounts_for(cache: list, tokens: int) -> bool:
     state, not a token count: they are accounted for by the token list the engine keeps.
     """
     return all(c.offset == tokens for c in cache if hasattr(c, "offset"))
-
-
-class Stop(Exception):
-    def __init__(self, reason: str):
-        self.reason = reason
 
 
 class EngineThread:
@@ -379,7 +370,7 @@ class Engine:
         import mlx.core as mx
 
         from . import context, prompt_cache
-        from .sampling import StopMatcher, make_sampler, repeating_period
+        from .generate import Decoder
         from .thinking import CLOSE, OPEN, ThinkSplitter, opens_thinking
 
         validate(request)
@@ -405,130 +396,19 @@ class Engine:
 
         session, cached = self._session(request.session, tokens, session)
         cache = session.cache
-        sampler = make_sampler(request.temperature, request.top_p)
-        processors = list(request.logits_processors)
-        if request.processor_factory is not None:
-            processors += request.processor_factory(tokenizer)
-        eos = set(tokenizer.eos_token_ids)
         mx.reset_peak_memory()
-
-        def check(now: float) -> None:
-            if stream.cancelled:
-                raise Stop("cancelled")
-            if now > deadline:
-                raise Stop("timeout")
-
-        history = mx.array(session.tokens, dtype=mx.uint32) if processors else None
-
-        def step(inputs: mx.array):
-            # Runs before `inputs` is evaluated, so the next token's graph is built while
-            # the current one computes; the caller records fed tokens once it reads them.
-            nonlocal history
-            logits = model(inputs[None], cache=cache)[:, -1, :]
-            if processors:
-                history = mx.concatenate([history, inputs.astype(mx.uint32)])
-                for processor in processors:
-                    logits = processor(history, logits)
-            if request.temperature > 0:
-                logits = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            # Greedy needs no normalization: argmax is the same over logits and log-probabilities.
-            return sampler(logits), mx.all(mx.isfinite(logits))
-
-        new_tokens = tokens[cached:]
-        t_start = time.perf_counter()
-        finish = "length"
-        generated: list[int] = []
-        detokenizer = tokenizer.detokenizer
-        stops = StopMatcher(request.stop)
-        t_first = t_last = t_live = t_start
         splitter = None
         if info.thinking:
             tags = getattr(tokenizer, "think_start", None) or OPEN, getattr(tokenizer, "think_end", None) or CLOSE
             splitter = ThinkSplitter(opens_thinking(tokenizer.decode(tokens[-8:]), tags[0]), *tags)
-        thought = {"tokens": 0, "until": 0.0}  # generated tokens in the think block, and when it ended
-
-        def emit(pieces: list[tuple[bool, str]], token: int) -> None:
-            for inside, piece in pieces:
-                stream.put(Thinking(piece, token) if inside else Token(piece, token))
-
-        def say(text: str, token: int) -> None:
-            if splitter is None:
-                stream.put(Token(text, token))
-                return
-            emit(splitter.feed(text), token)
-            if splitter.state in ("thinking", "after") and token >= 0:
-                thought["tokens"] += 1
-                thought["until"] = time.perf_counter()
-
+        decoder = Decoder(model, tokenizer, request, stream, session, deadline, draft=request.draft, splitter=splitter)
         try:
-            done = 0
-            stream.put(Progress(0, len(new_tokens)))
-            while len(new_tokens) - done > 1:
-                check(time.perf_counter())
-                chunk = new_tokens[done : min(done + PREFILL_CHUNK, len(new_tokens) - 1)]
-                session.tokens.extend(chunk)
-                if processors:
-                    history = mx.concatenate([history, mx.array(chunk, dtype=mx.uint32)])
-                model(mx.array(chunk)[None], cache=cache)
-                mx.eval([c.state for c in cache])
-                done += len(chunk)
-                stream.put(Progress(done, len(new_tokens)))
-            session.tokens.append(new_tokens[-1])
-            y, finite = step(mx.array(new_tokens[-1:], dtype=mx.uint32))
-            mx.async_eval(y, finite)
-            while True:
-                more = len(generated) + 1 < max_tokens
-                if more:
-                    next_y, next_finite = step(y)
-                    mx.async_eval(next_y, next_finite)
-                token = y.item()
-                if more:
-                    session.tokens.append(token)
-                now = time.perf_counter()
-                if not generated:
-                    t_first = now
-                    stream.put(Progress(len(new_tokens), len(new_tokens)))
-                t_last = now
-                if not finite.item():
-                    finish = "nan"
-                    break
-                if token in eos:
-                    finish = "stop"
-                    break
-                generated.append(token)
-                detokenizer.add_token(token)
-                text, hit = stops.feed(detokenizer.last_segment)
-                if text:
-                    say(text, token)
-                if hit:
-                    finish = "stop"
-                    break
-                if repeating_period(generated):
-                    finish = "repetition"
-                    break
-                if not more:
-                    break
-                if now - t_live >= LIVE_INTERVAL_S:
-                    t_live = now
-                    stream.put(self._live(generated, stream.submitted_at, t_first, now))
-                check(now)
-                y, finite = next_y, next_finite
-            if finish in ("length", "repetition", "nan"):
-                detokenizer.finalize()
-                text, _ = stops.feed(detokenizer.last_segment)
-                text += stops.flush()
-                if text:
-                    say(text, -1)
-        except Stop as stop:
-            finish = stop.reason
-            t_last = time.perf_counter()
-            if not generated:
-                t_first = t_last
+            outcome = decoder.run(tokens[cached:], max_tokens, seed)
         except Exception:
             self._sessions.pop(request.session, None)
             raise
-        if splitter is not None:
-            emit(splitter.flush(), -1)
+        finish, t_start, t_first, t_last = outcome.finish, outcome.t_start, outcome.t_first, outcome.t_last
+        new_tokens, generated = tokens[cached:], outcome.generated
         mx.eval([c.state for c in cache])
         if finish == "nan" or not accounts_for(cache, len(session.tokens)):
             self._sessions.pop(request.session, None)  # never reuse a cache we cannot account for
@@ -539,10 +419,10 @@ class Engine:
             Stats(
                 ttft_ms=(t_first - stream.submitted_at) * 1000,
                 prefill_tps=len(new_tokens) / prefill_s,
-                decode_tps=(len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0,
+                decode_tps=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
                 prompt_tokens=len(tokens),
                 cached_tokens=cached,
-                generation_tokens=len(generated),
+                generation_tokens=generated,
                 peak_memory_gb=peak,
                 active_memory_gb=active,
                 rss_gb=process_rss_gb(),
@@ -552,22 +432,12 @@ class Engine:
                 context_size=context_size,
                 kv_cache_bytes=prompt_cache.nbytes(cache),
                 left_out_messages=fitted.left_out,
-                thinking_tokens=thought["tokens"],
-                thinking_ms=max(thought["until"] - t_first, 0.0) * 1000 if thought["tokens"] else 0.0,
+                thinking_tokens=outcome.thinking_tokens,
+                thinking_ms=max(outcome.thinking_until - t_first, 0.0) * 1000 if outcome.thinking_tokens else 0.0,
+                draft_tokens=outcome.drafted,
+                accepted_tokens=outcome.accepted,
             )
         )
         if finish == "timeout":
             stream.put(Error(f"the request timed out after {request.timeout_s:g} s", 2))
         return finish
-
-    def _live(self, generated: list[int], submitted: float, t_first: float, now: float) -> Live:
-        active, peak, _ = mlx_memory_gb()
-        decode_s = now - t_first
-        return Live(
-            generation_tokens=len(generated),
-            ttft_ms=(t_first - submitted) * 1000,
-            decode_tps=(len(generated) - 1) / decode_s if decode_s > 0 else 0.0,
-            active_memory_gb=active,
-            peak_memory_gb=peak,
-        )
-

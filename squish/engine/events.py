@@ -75,6 +75,8 @@ class Live:
     decode_tps: float
     active_memory_gb: float
     peak_memory_gb: float
+    draft_tokens: int = 0  # prompt-lookup draft tokens checked so far, and accepted
+    accepted_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ class Stats:
     left_out_messages: int = 0  # oldest messages left out so the conversation fits (context.py)
     thinking_tokens: int = 0  # of generation_tokens, those inside <think>...</think>
     thinking_ms: float = 0.0  # from the first token to the end of thinking
+    draft_tokens: int = 0  # tokens proposed by prompt lookup and checked by the model
+    accepted_tokens: int = 0  # of those, tokens the model agreed with (kept in the answer)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
     def public(self) -> dict:
         """The stats object of `squish --json`."""
@@ -114,6 +122,9 @@ class Stats:
             "kv_cache_bytes": self.kv_cache_bytes,
             "left_out_messages": self.left_out_messages,
             "thinking_tokens": self.thinking_tokens,
+            "draft_tokens": self.draft_tokens,
+            "accepted_tokens": self.accepted_tokens,
+            "acceptance_rate": round(self.acceptance_rate, 3),
         }
 
 

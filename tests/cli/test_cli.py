@@ -124,19 +124,22 @@ def test_bench_quick_json_on_a_tiny_model(home, tiny_model, tmp_path):
     assert set(out["tasks"]) == {"short", "long", "edit"}
     assert out["tasks"]["long"]["prompt_tokens"] > 400  # the ~500-token prompt
     for task in out["tasks"].values():
-        assert set(task["sides"]) == {"squish", "mlx_lm"}
+        assert set(task["sides"]) == {"squish", "squish-plain", "mlx_lm"}
         for side in task["sides"].values():
             assert side["decode_tps"] > 0 and side["prefill_tps"] > 0 and side["peak_memory_gb"] > 0
         compare = task["compare"]["squish/mlx_lm"]
         assert compare["decode_ratio"] > 0 and 0 < compare["decode_p_value"] <= 1
+        drafts = task["compare"]["squish/squish-plain"]
+        assert drafts["same_text"] == drafts["pairs"] == 2  # drafts change no token of a greedy answer
+        assert task["sides"]["squish-plain"]["draft_tokens"] == 0
     [saved_file] = results.glob("*_bench-quick.json")
     saved = json.loads(saved_file.read_text())
     assert {"chip", "cores", "ram_gb", "os", "mlx", "mlx_lm", "backend", "threads"} <= set(saved["hardware"])
     assert saved["plan"]["warmup"] >= 5 and saved["plan"]["max_tokens"] >= 64
-    # interleaved: each round runs every task on both sides, the first side alternating
-    assert len(saved["samples"]) == 2 * 3 * 2
-    firsts = [s["side"] for s in saved["samples"] if s["task"] == "short"][::2]
-    assert firsts == ["squish", "mlx_lm"]
+    # interleaved: each round runs every task on every side, the first side rotating
+    assert len(saved["samples"]) == 2 * 3 * 3
+    firsts = [s["side"] for s in saved["samples"] if s["task"] == "short"][::3]
+    assert firsts == ["squish", "squish-plain"]
     side = saved["tasks"]["short"]["sides"]["squish"]
     assert {"p50", "p95", "p99", "stddev"} <= set(side["decode_tps"]) and side["generated_tokens"]["max"] <= 64
     assert saved["tasks"]["short"]["compare"]["squish/mlx_lm"]["decode_wilcoxon"]["n"] <= 2

@@ -1,5 +1,5 @@
 """Chat-app widgets in small host apps: the chats screen's saved KV cache sizes, the stats
-panel's context lines."""
+panel's context lines and drafts."""
 
 from textual.app import App, ComposeResult
 from textual.widgets import OptionList, Static
@@ -7,6 +7,11 @@ from textual.widgets import OptionList, Static
 from squish.history import History
 from squish.tui.screens.chats import ChatsScreen
 from squish.tui.widgets.stats import StatsPanel
+
+
+class PanelHost(App):
+    def compose(self) -> ComposeResult:
+        yield StatsPanel()
 
 
 def write_cache(history: History, chat_id: int, size: int) -> None:
@@ -43,11 +48,7 @@ async def test_chats_show_their_saved_kv_cache_and_deleting_a_chat_deletes_it(tm
 
 
 async def test_the_stats_panel_shows_the_context_used_and_the_kv_cache_memory():
-    class Host(App):
-        def compose(self) -> ComposeResult:
-            yield StatsPanel()
-
-    app = Host()
+    app = PanelHost()
     async with app.run_test() as pilot:
         panel = app.query_one(StatsPanel)
         text = lambda: str(panel.query_one("#context", Static).render())  # noqa: E731
@@ -58,3 +59,16 @@ async def test_the_stats_panel_shows_the_context_used_and_the_kv_cache_memory():
         panel.show_context(None)
         await pilot.pause()
         assert "430" not in text()
+
+
+async def test_the_stats_panel_shows_the_drafts_kept():
+    app = PanelHost()
+    async with app.run_test() as pilot:
+        panel = app.query_one(StatsPanel)
+        text = lambda: str(panel.query_one("#turn", Static).render())  # noqa: E731
+        panel.show_turn(120.0, 42.0, 24, 300.0, drafts=(9, 12))
+        await pilot.pause()
+        assert "drafts kept" in text() and "9/12 75%" in text()
+        panel.show_turn(120.0, 42.0, 24, 300.0, drafts=(0, 0))  # nothing drafted: no rate to show
+        await pilot.pause()
+        assert "9/12" not in text() and "%" not in text()

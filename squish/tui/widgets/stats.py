@@ -25,7 +25,8 @@ class StatsPanel(Vertical):
         & > .title.first { margin-top: 0; }
         & > Sparkline { height: 2; }
         & > .state { color: $text-muted; margin-top: 1; height: 1; }
-        & > #turn, & > #memory { height: 4; }
+        & > #turn { height: 5; }
+        & > #memory { height: 4; }
         & > #context { height: 2; }
     }
     """
@@ -36,6 +37,7 @@ class StatsPanel(Vertical):
         self.decode_tps: float | None = None
         self.prefill_tps: float | None = None
         self.tokens: int | None = None
+        self.drafts: tuple[int, int] | None = None  # prompt-lookup drafts (accepted, checked)
         self.recent_tps: list[float] = []
         self.memory: tuple[float, float, float, float] | None = None  # active, peak, rss, available (GB)
         self.context: tuple[int, int, int] | None = None  # tokens used, context size, KV cache bytes
@@ -64,6 +66,7 @@ class StatsPanel(Vertical):
                 row("decode", fmt(self.decode_tps, "{:.1f} tok/s")),
                 row("prefill", fmt(self.prefill_tps, "{:.1f} tok/s")),
                 row("tokens", fmt(self.tokens, "{}")),
+                row("drafts kept", self._drafts_text()),
             ]
         )
 
@@ -72,6 +75,12 @@ class StatsPanel(Vertical):
             return "\n".join(row(label, "–") for label in ("tokens", "KV cache"))
         used, size, kv_bytes = self.context
         return "\n".join([row("tokens", f"{used}/{size}"), row("KV cache", f"{kv_bytes / 1e6:.1f} MB")])
+
+    def _drafts_text(self) -> str:
+        if not self.drafts or not self.drafts[1]:
+            return "–"
+        accepted, checked = self.drafts
+        return f"{accepted}/{checked} {accepted / checked:.0%}"
 
     def _memory_text(self) -> str:
         if self.memory is None:
@@ -92,8 +101,10 @@ class StatsPanel(Vertical):
         decode_tps: float | None,
         tokens: int | None,
         prefill_tps: float | None = None,
+        drafts: tuple[int, int] | None = None,
     ) -> None:
-        self.ttft_ms, self.decode_tps, self.tokens = ttft_ms, decode_tps, tokens
+        """`drafts`: (accepted, checked) prompt-lookup draft tokens of this turn so far."""
+        self.ttft_ms, self.decode_tps, self.tokens, self.drafts = ttft_ms, decode_tps, tokens, drafts
         if prefill_tps is not None or tokens in (None, 0):
             self.prefill_tps = prefill_tps
         self.query_one("#turn", Static).update(self._turn_text(), layout=False)

@@ -263,7 +263,9 @@ class ChatScreen(ModelControl, AgentMode, SlashCommands, ChatContext, Screen):
             return  # the engine reports 4 times a second; twice is enough to read, and costs half
         self.live_shown_at = now
         live = message.live
-        self.stats_panel.show_turn(live.ttft_ms, live.decode_tps, live.generation_tokens)
+        self.stats_panel.show_turn(
+            live.ttft_ms, live.decode_tps, live.generation_tokens, drafts=(live.accepted_tokens, live.draft_tokens)
+        )
         # RSS and available memory are psutil readings, safe on this thread; MLX's come from the engine.
         self.stats_panel.show_memory(
             live.active_memory_gb, live.peak_memory_gb, process_rss_gb(), system_available_gb()
@@ -291,7 +293,13 @@ class ChatScreen(ModelControl, AgentMode, SlashCommands, ChatContext, Screen):
         if stats is not None:
             self.last_stats = stats
             self.turns.append(stats)
-            self.stats_panel.show_turn(stats.ttft_ms, stats.decode_tps, stats.generation_tokens, stats.prefill_tps)
+            self.stats_panel.show_turn(
+                stats.ttft_ms,
+                stats.decode_tps,
+                stats.generation_tokens,
+                stats.prefill_tps,
+                drafts=(stats.accepted_tokens, stats.draft_tokens),
+            )
             if stats.generation_tokens > 1:
                 self.stats_panel.add_turn_rate(stats.decode_tps)
             self.stats_panel.show_memory(stats.active_memory_gb, stats.peak_memory_gb, stats.rss_gb)
