@@ -11,14 +11,13 @@ the commands are interleaved round by round with their baselines measured in the
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from squish.cli.bench_results import save
-from squish.cli.bench_stats import percentile
+from squish.cli.bench_stats import percentile, spread
 from squish.models.hardware import describe
 
 HELP_BUDGET_S = 1.0
@@ -67,14 +66,7 @@ def timed(command: list[str]) -> tuple[float, str]:
 
 
 def stats(values: list[float]) -> dict:
-    return {
-        "p50": percentile(values, 50),
-        "p95": percentile(values, 95),
-        "p99": percentile(values, 99),
-        "mean": statistics.fmean(values),
-        "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
+    return {**spread(values), "n": len(values)}
 
 
 def main() -> int:
