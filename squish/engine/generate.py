@@ -91,6 +91,9 @@ class Decoder:
         history = None
         rows = logits
         if self.processors:
+            # Queued before the processors run: they wait for head's token and then compute
+            # their masks on this thread while the pass computes on the stream's.
+            mx.async_eval(logits)
             # Rows after the first are processed once the drafts before them are accepted.
             history = self.history = mx.concatenate([self.history, head])
             rows = logits[:1]
