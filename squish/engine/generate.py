@@ -288,6 +288,9 @@ class Decoder:
         first = self.lookahead(min(drafter.limit(), self.max_tokens - 1))
         current = self.build(mx.array([head], dtype=mx.uint32), first, 0)
         t_read = None  # when the previous pass was read: a pass's time runs from there
+        # Seconds and tokens of plain steps read while a pass with drafts was queued behind them:
+        # reading such a step waits for part of that pass, so they are timed together with it.
+        riding_s, riding = 0.0, 0
         while True:
             if current.drafts:
                 # Drafts after a known head: read every row at once, keep what the model agrees with.
@@ -296,9 +299,9 @@ class Decoder:
                 self.keep(current, accepted)
                 drafter.predicted(accepted, int(accepted < len(current.drafts)))
                 now = time.perf_counter()
-                if t_read is not None:
-                    drafter.checked(len(current.drafts), accepted, now - t_read)
-                t_read = now
+                seconds = now - t_read + riding_s if t_read is not None else None
+                drafter.checked(len(current.drafts), accepted, seconds, riding)
+                t_read, riding_s, riding = now, 0.0, 0
                 for i, (token, ok) in enumerate(zip(choices, finite)):
                     more = len(self.generated) + 1 < self.max_tokens
                     if (finish := self.emit(token, ok)) is not None:
@@ -329,11 +332,17 @@ class Decoder:
             if prediction is not None:
                 drafter.predicted(int(token == prediction), int(token != prediction))
             now = time.perf_counter()
-            if t_read is not None and current.lazy:
+            seconds = now - t_read + riding_s if t_read is not None and current.lazy else None
+            if seconds is not None and nxt is not None and nxt.drafts:
+                riding_s, riding = seconds, riding + 1  # timed with the pass behind it
                 if current.wasted:
-                    drafter.checked(current.wasted, 0, now - t_read)
-                else:
-                    drafter.plain_step(now - t_read)
+                    drafter.checked(current.wasted, 0, None)
+            else:
+                if current.wasted:
+                    drafter.checked(current.wasted, 0, seconds, riding)
+                elif seconds is not None:
+                    drafter.plain_step(seconds)
+                riding_s, riding = 0.0, 0
             t_read = now
             if nxt is not None:
                 session.tokens.append(token)

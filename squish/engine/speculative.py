@@ -3,7 +3,8 @@
 No MLX here: `PromptLookup` finds the next tokens by matching the context's last n tokens against
 an earlier place in the context (the prompt and the answer so far); `Drafter` chooses the draft
 length from what earlier drafts earned and what rows cost (`PassCosts`), and turns drafting off
-while it does not pay. The decode loop (squish/engine/generate.py) checks drafts in one forward
+while the seconds per kept token it measures for drafting passes are not below plain steps'
+(`Throughput`). The decode loop (squish/engine/generate.py) checks drafts in one forward
 pass; docs/speculative.md has the whole design.
 """
 
@@ -14,6 +15,8 @@ PRIOR = (1.0, 1.0)  # pseudo-counts of hits and misses before any outcome is see
 ROW_PRIOR = 0.5  # an extra row's cost in plain steps, until a checked pass measures it
 EMA = 0.3  # weight of the newest time measurement
 MARGIN = 1.05  # drafts must promise this speed-up over plain decoding
+REPROBE = 32  # plain steps after drafting turned off before one short draft tries again
+REPROBE_MAX = 512  # the wait doubles after each probe that does not pay, up to this
 
 
 class PromptLookup:
@@ -85,12 +88,68 @@ class PassCosts:
         """One pipelined plain step (one row) took `seconds`."""
         self.step_s = seconds if self.step_s is None else (1 - EMA) * self.step_s + EMA * seconds
 
-    def checked(self, drafted: int, seconds: float) -> None:
-        """A pass that fed `drafted` rows after its head took `seconds`."""
-        if self.step_s is None or not drafted or seconds < self.step_s:
+    def checked(self, drafted: int, seconds: float, riding: int = 0) -> None:
+        """A pass that fed `drafted` rows after its head took `seconds` (and `riding` plain steps)."""
+        steps = 1 + riding
+        if self.step_s is None or not drafted or seconds < steps * self.step_s:
             return  # a pass of more rows than a step, read in less time, partly ran before it was timed
-        self.extra_s = (1 - EMA) * self.extra_s + seconds - self.step_s
+        self.extra_s = (1 - EMA) * self.extra_s + seconds - steps * self.step_s
         self.rows = (1 - EMA) * self.rows + drafted
+
+
+class Throughput:
+    """Seconds per kept token, measured in this request: plain steps against drafting passes.
+
+    The row-cost model (PassCosts) can misjudge what a pass costs (on MLX's stock CPU path it
+    reads rows as cheaper than they are; with logits processors each drafted row is read on its
+    own). This is the check that does not depend on it: drafting goes on only while its passes
+    kept tokens for fewer seconds each than plain steps did (running means; a pass read in
+    less than the plain steps it covers partly ran before it was timed and is not counted).
+    Once off, it tries again after `wait` plain steps with a one-token draft, so a later stretch
+    of copying can turn it back on; a probe that does not pay doubles the wait. `saved` is the
+    time drafting saved so far (since the last probe): a draft may risk no more rows than it
+    pays for, so a draft that fails loses at most what drafting gained.
+    """
+
+    def __init__(self) -> None:
+        self.plain_s: float | None = None  # running mean of a plain step's seconds (one token)
+        self.draft_s: float | None = None  # running mean of drafting passes' seconds per kept token
+        self.saved = 0.0
+        self.wait, self.waited = REPROBE, 0
+        self.probing = False
+
+    def pays(self) -> bool:
+        if self.draft_s is None:
+            return True  # not measured yet (at the start, or a probe)
+        return self.plain_s is not None and self.draft_s < self.plain_s
+
+    def cap(self, row_s: float) -> int:
+        """The longest draft whose rows (`row_s` seconds each) the time saved so far pays for."""
+        if row_s <= 0:
+            return K_MAX
+        return max(1, min(K_MAX, int(self.saved / row_s)))
+
+    def plain_step(self, seconds: float) -> None:
+        self.plain_s = seconds if self.plain_s is None else (1 - EMA) * self.plain_s + EMA * seconds
+        if not self.pays():
+            self.waited += 1
+            if self.waited >= self.wait:
+                self.draft_s, self.saved, self.waited, self.probing = None, 0.0, 0, True
+
+    def pass_done(self, steps: int, kept: int, seconds: float) -> None:
+        """A drafting pass, with the plain steps it was queued behind (`steps` steps' time in all
+        for a plain decoder), took `seconds` and kept `kept` tokens."""
+        if self.plain_s is not None and seconds < steps * self.plain_s:
+            return  # partly ran before it was timed
+        sample = seconds / kept
+        self.draft_s = sample if self.draft_s is None else (1 - EMA) * self.draft_s + EMA * sample
+        if self.plain_s is None:
+            return  # nothing to compare with: pays() stays False until a plain step is measured
+        self.saved += kept * self.plain_s - seconds
+        if self.probing:
+            self.probing = False
+            self.wait = REPROBE if self.pays() else min(REPROBE_MAX, 2 * self.wait)
+        self.waited = 0
 
 
 class Drafter:
@@ -103,13 +162,15 @@ class Drafter:
     (until the first wrong one), that is (1 - a^(k+1)) / (1 - a) tokens. `a` is the recent rate
     of right predictions: the lookup's prediction is checked at every step it makes one, drafted
     or not (a prediction not drafted costs nothing to check), so drafting starts when the answer
-    starts copying and stops when it stops, with no probing. k is the best such length when it
-    promises at least MARGIN over plain decoding, else 0.
+    starts copying and stops when it stops. k is the best such length when it promises at least
+    MARGIN over plain decoding, else 0; and at most what `Throughput` measured to pay, 0 while it
+    measures drafting as not paying.
     """
 
     def __init__(self) -> None:
         self.hits, self.misses = PRIOR
         self.costs = PassCosts()
+        self.throughput = Throughput()
         self.drafted = 0  # tokens fed to the model as drafts
         self.accepted = 0  # of those, tokens the model agreed with
 
@@ -117,6 +178,13 @@ class Drafter:
         return self.hits / (self.hits + self.misses)
 
     def limit(self) -> int:
+        if not self.throughput.pays():
+            return 0
+        step_s = self.costs.step_s or 0.0
+        return min(self.best(), self.throughput.cap(self.costs.row_cost() * step_s))
+
+    def best(self) -> int:
+        """The draft length the acceptance rate and the row-cost model promise the most speed for."""
         a = self.rate()
         row = self.costs.row_cost()
         best_k, best = 0, MARGIN
@@ -134,9 +202,15 @@ class Drafter:
 
     def plain_step(self, seconds: float) -> None:
         self.costs.plain_step(seconds)
+        self.throughput.plain_step(seconds)
 
-    def checked(self, drafted: int, accepted: int, seconds: float) -> None:
-        """A pass that fed `drafted` drafts after its head took `seconds` and kept `accepted`."""
+    def checked(self, drafted: int, accepted: int, seconds: float | None, riding: int = 0) -> None:
+        """A pass that fed `drafted` drafts after its head took `seconds` (None: not timed) and
+        kept `accepted` of them, plus the model's own token after them. `seconds` also covers
+        `riding` plain steps read while the pass was queued behind them (one token each)."""
         self.drafted += drafted
         self.accepted += accepted
-        self.costs.checked(drafted, seconds)
+        if seconds is None:
+            return
+        self.costs.checked(drafted, seconds, riding)
+        self.throughput.pass_done(1 + riding, accepted + 1 + riding, seconds)

@@ -3,7 +3,7 @@
 import mlx.core as mx
 import numpy as np
 from squish.engine.sampling import choose, top_p_filter
-from squish.engine.speculative import K_MAX, Drafter, PromptLookup
+from squish.engine.speculative import K_MAX, REPROBE, Drafter, PromptLookup, Throughput
 
 
 def test_lookup_takes_the_continuation_of_the_longest_latest_match():
@@ -43,11 +43,13 @@ def test_draft_length_follows_acceptance_and_the_cost_of_a_row():
         drafter.plain_step(0.1)
         drafter.checked(4, 4, 0.1 + 4 * row_s)
         drafter.predicted(12)
-    assert cheap.limit() == K_MAX  # right every time and rows nearly free: the longest draft
-    assert 0 < dear.limit() < cheap.limit()
+    assert cheap.best() == K_MAX  # right every time and rows nearly free: the longest draft
+    assert 0 < dear.best() < cheap.best()
+    assert cheap.limit() == K_MAX  # the pass saved 0.38 s: enough for 16 rows of 0.005 s
+    assert dear.limit() == 1  # it saved 0.08 s: one row of 0.08 s
     cheap.predicted(2, 1)
     cheap.predicted(1, 1)
-    assert 0 < cheap.limit() < K_MAX  # a lower rate: a shorter draft pays best
+    assert 0 < cheap.best() < K_MAX  # a lower rate: a shorter draft pays best
     assert cheap.drafted == 4 and cheap.accepted == 4
 
 
@@ -115,3 +117,83 @@ def test_a_nearly_free_looking_pass_does_not_outweigh_a_long_draft_that_measured
     drafter.predicted(30)
     assert drafter.costs.row_cost() > 0.95 and drafter.limit() == 0
 
+
+
+def copying(drafter: Drafter) -> None:
+    drafter.plain_step(0.1)
+    drafter.predicted(20)  # the lookup is right every time: the row-cost model wants long drafts
+
+
+def test_drafting_turns_off_when_its_seconds_per_kept_token_are_not_below_plain_steps():
+    drafter = Drafter()
+    copying(drafter)
+    drafter.checked(1, 0, 0.101)  # looked cheap to the row-cost model, but kept 1 token in 0.101 s
+    assert drafter.costs.row_cost() < 0.5 and drafter.best() > 0
+    assert drafter.limit() == 0
+
+
+def test_a_draft_risks_no_more_rows_than_drafting_saved():
+    drafter = Drafter()
+    copying(drafter)
+    assert drafter.limit() == 1  # nothing saved yet: the first draft is one token
+    drafter.checked(1, 1, 0.14)  # 2 tokens in 0.14 s against 0.1 s a token: 0.06 s saved
+    assert round(drafter.costs.row_cost(), 6) == 0.4  # a row costs 0.04 s
+    assert drafter.limit() == 1
+    drafter.checked(2, 2, 0.18)  # 3 tokens in 0.18 s: 0.18 s saved in all, 4 rows' worth
+    assert drafter.limit() == 4
+    drafter.checked(3, 0, 0.22)  # all rejected: 1 token in 0.22 s, and the mean no longer pays
+    assert not drafter.throughput.pays() and drafter.limit() == 0
+
+
+def test_a_pass_timed_with_the_plain_step_it_was_queued_behind_counts_both():
+    t = Throughput()
+    t.plain_step(0.1)
+    t.pass_done(2, 3, 0.24)  # a step and a pass (1 draft kept, then its own token) in 0.24 s
+    assert round(t.draft_s, 9) == 0.08 and t.pays()
+    t.pass_done(2, 2, 0.15)  # read in less than the two steps it covers: not counted
+    assert round(t.draft_s, 9) == 0.08
+
+
+def test_a_probe_after_plain_steps_turns_drafting_back_on_when_it_pays():
+    drafter = Drafter()
+    copying(drafter)
+    drafter.checked(1, 0, 0.14)
+    assert drafter.best() > 0 and drafter.limit() == 0
+    for _ in range(REPROBE - 1):
+        drafter.plain_step(0.1)
+        assert drafter.limit() == 0
+    drafter.plain_step(0.1)
+    assert drafter.limit() == 1  # the probe: one drafted token
+    drafter.checked(1, 1, 0.12)  # the answer copies now: 2 tokens in 0.12 s
+    assert drafter.limit() == 2
+
+
+def test_a_probe_that_does_not_pay_doubles_the_wait():
+    drafter = Drafter()
+    copying(drafter)
+    drafter.checked(1, 0, 0.14)
+    for _ in range(REPROBE):
+        drafter.plain_step(0.1)
+    drafter.checked(1, 1, 0.25)  # rows as dear as steps: 2 tokens in 0.25 s
+    t = drafter.throughput
+    assert drafter.limit() == 0 and t.wait == 2 * REPROBE
+    for _ in range(2 * REPROBE - 1):
+        t.plain_step(0.1)
+    assert not t.pays()
+    t.plain_step(0.1)
+    assert t.pays() and t.cap(0.05) == 1  # the probe: one drafted token
+
+
+def test_drafting_waits_for_a_plain_step_to_compare_with():
+    t = Throughput()
+    t.pass_done(2, 3, 0.3)  # drafted before any plain step was measured
+    assert not t.pays()
+    t.plain_step(0.2)  # 0.1 s a token drafting against 0.2 plain
+    assert t.pays()
+
+
+def test_a_pass_read_faster_than_a_plain_step_is_not_counted():
+    t = Throughput()
+    t.plain_step(0.1)
+    t.pass_done(4, 1, 0.05)  # partly ran before it was timed
+    assert t.draft_s is None and t.pays()
