@@ -38,7 +38,7 @@ from pathlib import Path
 
 from squish.cli.bench_results import save
 from squish.cli.bench_stats import percentile
-from squish.engine.baseline import run_mlx_lm
+from squish.cli.bench_sides import mlx_lm_worker
 from squish.engine.engine import ChatRequest, Engine
 from squish.models.hardware import describe
 from squish.history import FILE, History
@@ -86,6 +86,23 @@ def arguments() -> argparse.Namespace:
     if args.runs < 2 or args.mlx_lm_runs < 1:
         parser.error("--runs must be at least 2 and --mlx-lm-runs at least 1")
     return args
+
+
+def mlx_lm_full_history(model_dir, short, full, warmup: int, runs: int, max_tokens: int, progress):
+    """TTFTs (ms) and peak memory of mlx_lm prefilling the whole history, in its own process."""
+    worker = mlx_lm_worker(model_dir)
+    try:
+        short_tokens, full_tokens = worker.render(short), worker.render(full)
+        for i in range(warmup):
+            progress(f"mlx_lm warm-up {i + 1}/{warmup}")
+            worker.generate(short_tokens, max_tokens)
+        samples = []
+        for i in range(runs):
+            progress(f"mlx_lm run {i + 1}/{runs}")
+            samples.append(worker.generate(full_tokens, max_tokens))
+    finally:
+        worker.close()
+    return [s.ttft_ms for s in samples], max(s.peak_memory_gb for s in samples)
 
 
 def stats_of(values: list[float]) -> dict:
@@ -212,7 +229,7 @@ def main() -> None:
     progress("mlx_lm: the whole history prefilled (no cache across processes)")
     full = chat + [{"role": "user", "content": QUESTION}]
     short = [{"role": "user", "content": QUESTION}]
-    ttft, _, peak = run_mlx_lm(info.path, [(short, args.max_tokens)] * args.warmup, [(full, args.max_tokens)] * args.mlx_lm_runs, progress)
+    ttft, peak = mlx_lm_full_history(info.path, short, full, args.warmup, args.mlx_lm_runs, args.max_tokens, progress)
 
     # At least the whole first prompt must come from the cache (and the answer, as far as the
     # template renders it with the same tokens).
