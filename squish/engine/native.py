@@ -36,7 +36,7 @@ def kernels_module():
         import squish_native
     except ImportError:
         return None, "the squish-native package is not installed"
-    if not squish_native.available():
+    if not squish_native.AVAILABLE:
         return None, squish_native.reason
     return squish_native, ""
 
@@ -231,9 +231,9 @@ class NativeBlock(nn.Module):
 
     def __call__(self, x, mask=None, cache=None):
         if x.shape[0] != 1 or not (mask is None or isinstance(mask, str)):
-            raise NotImplementedError("squish's native decoder layer runs batch 1 with causal masks only")
+            raise ValueError("squish's native decoder layer runs batch 1 with causal masks only")
         if cache is not None and type(cache) is not KVCache:
-            raise NotImplementedError(f"squish's native decoder layer needs mlx-lm's KVCache, not {type(cache).__name__}")
+            raise ValueError(f"squish's native decoder layer needs mlx-lm's KVCache, not {type(cache).__name__}")
         if cache is None or cache.keys is None:
             keys = values = mx.zeros((1, self._plan["kv_heads"], 0, self._plan["head_dim"]), dtype=mx.float32)
             offset = 0

@@ -74,15 +74,7 @@ def _compact(cache: list) -> list:
 def nbytes(cache: list, saved: bool = False) -> int:
     """Bytes of the cache's keys and values: in memory (mlx-lm's buffers, grown 256 tokens at a
     time), or as they would be saved (`saved`)."""
-    total = 0
-    for entry in _compact(cache) if saved else cache:
-        try:
-            total += entry.nbytes
-        except NotImplementedError:
-            from mlx.utils import tree_flatten
-
-            total += sum(a.nbytes for _, a in tree_flatten(entry.state) if hasattr(a, "nbytes"))
-    return total
+    return sum(entry.nbytes for entry in (_compact(cache) if saved else cache))
 
 
 def save(path: Path, cache: list, tokens: list[int], model: str, left_out: int = 0) -> int:

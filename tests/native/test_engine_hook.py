@@ -14,7 +14,7 @@ from squish.engine import native
 from squish.models import store
 
 squish_native = pytest.importorskip("squish_native")
-needs_native = pytest.mark.skipif(not squish_native.available(), reason=f"no native module: {squish_native.reason}")
+needs_native = pytest.mark.skipif(not squish_native.AVAILABLE, reason=f"no native module: {squish_native.reason}")
 
 PROMPTS = [
     "What is the capital of France?",

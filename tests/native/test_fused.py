@@ -15,13 +15,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from mlx_lm.models.cache import RotatingKVCache
 
 squish_native = pytest.importorskip("squish_native")
-pytestmark = pytest.mark.skipif(not squish_native.available(), reason=f"no native module: {squish_native.reason}")
+pytestmark = pytest.mark.skipif(not squish_native.AVAILABLE, reason=f"no native module: {squish_native.reason}")
 
 from squish.engine import native  # noqa: E402
 
-ISAS = squish_native.supported_isas() if squish_native.available() else []
+ISAS = squish_native.supported_isas() if squish_native.AVAILABLE else []
 
 
 @pytest.fixture
@@ -230,8 +231,10 @@ def test_an_uncovered_block_keeps_the_native_matmul_and_norms():
 def test_layer_contracts():
     _, fast = pair("llama")
     block = fast.model.layers[0]
-    with pytest.raises(NotImplementedError, match="batch 1"):
+    with pytest.raises(ValueError, match="batch 1"):
         block(mx.zeros((2, 1, 128)), None, cache=None)
+    with pytest.raises(ValueError, match="needs mlx-lm's KVCache, not RotatingKVCache"):
+        block(mx.zeros((1, 1, 128)), None, cache=RotatingKVCache(max_size=8))
     with pytest.raises(ValueError, match="weight arrays"):
         squish_native.decoder_layer(mx.zeros((1, 1, 128)), block.weights[:-1], mx.zeros((1, 2, 0, 32)),
                                     mx.zeros((1, 2, 0, 32)), 0, block._spec)

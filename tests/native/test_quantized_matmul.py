@@ -15,16 +15,16 @@ import pytest
 
 squish_native = pytest.importorskip("squish_native")
 
-needs_native = pytest.mark.skipif(not squish_native.available(), reason=f"no native module: {squish_native.reason}")
+needs_native = pytest.mark.skipif(not squish_native.AVAILABLE, reason=f"no native module: {squish_native.reason}")
 
-ISAS = squish_native.supported_isas() if squish_native.available() else []
+ISAS = squish_native.supported_isas() if squish_native.AVAILABLE else []
 # (N, K) of the embedded model: q/o, k/v, gate/up, down, and a slice of the tied output head.
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (4096, 576)]
 
 
 def test_the_native_module_is_built_on_linux():
     # CI builds it from source with the machine's compiler: a skip here would hide a broken build.
-    assert sys.platform != "linux" or squish_native.available(), squish_native.reason
+    assert sys.platform != "linux" or squish_native.AVAILABLE, squish_native.reason
     assert "scalar" in ISAS
 
 

@@ -1,6 +1,6 @@
 """squish's native CPU kernels for MLX (see docs/native.md).
 
-`available()` says whether the compiled module is here; without it (no C++ compiler or Python
+`AVAILABLE` says whether the compiled module is here (and `reason`, when not, why); without it (no C++ compiler or Python
 headers when the package was built, or SQUISH_NATIVE=off) every caller keeps stock MLX.
 """
 
@@ -22,9 +22,7 @@ else:
     else:
         reason = ""
 
-
-def available() -> bool:
-    return _ext is not None
+AVAILABLE = _ext is not None
 
 
 def _require():
