@@ -27,6 +27,7 @@ HINT = (
 )
 SUPPORTED_BITS = (4, 8)
 SUPPORTED_GROUPS = (32, 64, 128)
+EVAL_EACH_LAYER_ROWS = 64  # a prefill chunk: one sync per layer is nothing beside its compute
 _hinted = False
 
 
@@ -242,10 +243,17 @@ class NativeBlock(nn.Module):
             if keys.dtype != mx.float32:
                 keys, values = keys.astype(mx.float32), values.astype(mx.float32)
         x = x if x.dtype == mx.float32 else x.astype(mx.float32)
+        rows, capacity = x.shape[1], keys.shape[2]
         out, keys, values = self._native.decoder_layer(x, self.weights, keys, values, offset, self._spec)
         if cache is not None:
             cache.keys, cache.values = keys, values
-            cache.offset = offset + x.shape[1]
+            cache.offset = offset + rows
+        if rows >= EVAL_EACH_LAYER_ROWS or offset + rows > capacity:
+            # MLX allocates a node's outputs when it schedules the node, long before the node
+            # runs, so an unevaluated pass of 30 such nodes holds 30 (rows, dims) activations,
+            # and a pass that grows every cache holds every old buffer beside every new one.
+            # Evaluating a prefill chunk or a growing pass one layer at a time holds one layer's.
+            mx.eval(out, keys, values)
         return out
 
 
