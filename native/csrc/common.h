@@ -68,10 +68,13 @@ struct Kernels {
   // Rotary embedding of one head in place: `dims` leading features, angles theta[i] given as
   // cos/sin tables of dims/2 entries; traditional rotates pairs (2i, 2i+1), else (i, i+dims/2).
   void (*rope)(float* x, const float* cos, const float* sin, int dims, int traditional);
-  // Causal attention of one query against L cached positions (row stride hd):
-  // out = softmax(scale * K q) V; `scores` holds L floats of scratch.
-  void (*attend)(const float* q, const float* k, const float* v, int L, int hd, float scale, float* out,
-                 float* scores);
+  // Causal attention of nq consecutive queries of one head against its cached positions (row
+  // stride hd): query i (at q + i * qs) sees the first len0 + i positions, and out + i * os =
+  // softmax(scale * K q_i) V. Each block of keys is loaded once for all nq queries; a query's
+  // arithmetic does not depend on nq, so a row checked in a pass of several equals the row
+  // computed alone. `scores` holds nq * (len0 + nq) floats of scratch.
+  void (*attend)(const float* q, int64_t qs, int nq, int len0, const float* k, const float* v, int hd, float scale,
+                 float* out, int64_t os, float* scores);
   // out[i] = silu(g[i]) * u[i]
   void (*swiglu)(const float* g, const float* u, int n, float* out);
 };

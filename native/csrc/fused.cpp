@@ -193,21 +193,23 @@ struct AttnJob {
   float scale;
 };
 
+// Tasks are heads x blocks of up to 16 queries: a decode step or a checked draft is one task per
+// head, each block of keys read once for all its queries.
 void run_attention(const Kernels& k, const AttnJob& j) {
   const int group = j.H / j.KV;
-  const int tblock = j.T <= 8 ? j.T : 8;
+  const int tblock = j.T <= 16 ? j.T : 16;
   const int tb = (j.T + tblock - 1) / tblock;
   Pool::get().parallel_for(j.H * tb, [&](int task) {
     thread_local std::vector<float> scores;
-    if ((int)scores.size() < j.L) scores.resize(j.L);
     const int h = task / tb, g = h / group;
+    const int t0 = (task % tb) * tblock, nq = tblock < j.T - t0 ? tblock : j.T - t0;
+    const int len0 = j.L - j.T + t0 + 1;
+    const size_t need = (size_t)nq * (len0 + nq);
+    if (scores.size() < need) scores.resize(need);
     const float* kg = j.k + (int64_t)g * j.cap * j.hd;
     const float* vg = j.v + (int64_t)g * j.cap * j.hd;
-    for (int t = (task % tb) * tblock; t < ((task % tb) + 1) * tblock && t < j.T; ++t) {
-      const int len = j.L - j.T + t + 1;
-      k.attend(j.q + t * j.qs_t + h * j.qs_h, kg, vg, len, j.hd, j.scale, j.o + t * j.os_t + h * j.os_h,
-               scores.data());
-    }
+    k.attend(j.q + t0 * j.qs_t + h * j.qs_h, j.qs_t, nq, len0, kg, vg, j.hd, j.scale, j.o + t0 * j.os_t + h * j.os_h,
+             j.os_t, scores.data());
   });
 }
 

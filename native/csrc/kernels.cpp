@@ -640,35 +640,143 @@ void rope(float* x, const float* c, const float* s, int dims, int traditional) {
   }
 }
 
-void attend(const float* q, const float* k, const float* v, int L, int hd, float scale, float* out,
-            float* scores) {
-  float m = -3.0e38f;
-  for (int j = 0; j < L; ++j) {
-    const float* kj = k + (int64_t)j * hd;
-    float d = 0.0f;
+// Keys per block: 64 rows of a 64-wide head are 16 KB of K (or V), which stay in L1 while every
+// query of the pass reads them.
+constexpr int kKeyBlock = 64;
+
+#if defined(SQ_ISA_avx512)
+// Lane j of the result is the sum of the 16 lanes of a[j]: pairwise unpacks, then 128-bit
+// shuffles. Every lane goes through the same tree, so a key's score does not depend on which
+// other keys share its block.
+inline __m512 sum16(const __m512 (&a)[16]) {
+  __m512 b[8], c[4], d[2];
+  for (int i = 0; i < 8; ++i)
+    b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d x = _mm512_castps_pd(b[2 * i]), y = _mm512_castps_pd(b[2 * i + 1]);
+    c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  for (int i = 0; i < 2; ++i)
+    d[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// The scores of attend() for heads of 16 * n floats: 16 keys at a time (blocks aligned at key 0,
+// so a key is always scored in the same block), each block's keys read once for every query.
+void scores_avx512(const float* q, int64_t qs, int nq, int len0, const float* k, int hd, float scale,
+                   float* scores, int64_t ld) {
+  const int lmax = len0 + nq - 1, nv = hd / 16;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int j0 = 0; j0 < lmax; j0 += 16) {
+    for (int i = 0; i < nq; ++i) {
+      const int n = imin(16, len0 + i - j0);
+      if (n <= 0) continue;
+      const float* qi = q + i * qs;
+      __m512 qv[8];
+      for (int c = 0; c < nv; ++c) qv[c] = _mm512_loadu_ps(qi + 16 * c);
+      __m512 acc[16];
+      for (int jj = 0; jj < 16; ++jj) {
+        acc[jj] = _mm512_setzero_ps();
+        if (jj < n) {
+          const float* kj = k + (int64_t)(j0 + jj) * hd;
+          for (int c = 0; c < nv; ++c) acc[jj] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kj + 16 * c), acc[jj]);
+        }
+      }
+      _mm512_mask_storeu_ps(scores + i * ld + j0, (__mmask16)((1u << n) - 1), _mm512_mul_ps(sum16(acc), vscale));
+    }
+  }
+}
+
+// out_i += sum_j p_ij v_j over blocks of kKeyBlock values, each read once for every query; a
+// query's sums stay in registers through a block and run over j in order, as alone.
+void values_avx512(const float* p, int64_t ld, int nq, int len0, const float* v, int hd, float* out, int64_t os) {
+  const int lmax = len0 + nq - 1, nv = hd / 16;
+  for (int j0 = 0; j0 < lmax; j0 += kKeyBlock) {
+    for (int i = 0; i < nq; ++i) {
+      const int end = imin(j0 + kKeyBlock, len0 + i);
+      if (end <= j0) continue;
+      const float* pi = p + i * ld;
+      float* oi = out + i * os;
+      __m512 acc[8];
+      for (int c = 0; c < nv; ++c) acc[c] = _mm512_loadu_ps(oi + 16 * c);
+      for (int j = j0; j < end; ++j) {
+        const __m512 pj = _mm512_set1_ps(pi[j]);
+        const float* vj = v + (int64_t)j * hd;
+        for (int c = 0; c < nv; ++c) acc[c] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * c), acc[c]);
+      }
+      for (int c = 0; c < nv; ++c) _mm512_storeu_ps(oi + 16 * c, acc[c]);
+    }
+  }
+}
+#endif
+
+void attend(const float* q, int64_t qs, int nq, int len0, const float* k, const float* v, int hd, float scale,
+            float* out, int64_t os, float* scores) {
+  const int lmax = len0 + nq - 1, ld = lmax + 1;  // row i: its scores, then their sum at lmax
+#if defined(SQ_ISA_avx512)
+  if (hd % 16 == 0 && hd <= 128) {
+    scores_avx512(q, qs, nq, len0, k, hd, scale, scores, ld);
+  } else
+#endif
+  for (int j0 = 0; j0 < lmax; j0 += kKeyBlock) {
+    const int j1 = imin(j0 + kKeyBlock, lmax);
+    for (int i = 0; i < nq; ++i) {
+      const float* qi = q + i * qs;
+      float* si = scores + (int64_t)i * ld;
+      const int end = imin(j1, len0 + i);
+      for (int j = j0; j < end; ++j) {
+        const float* kj = k + (int64_t)j * hd;
+        float d = 0.0f;
 #pragma omp simd reduction(+ : d)
-    for (int i = 0; i < hd; ++i) d += q[i] * kj[i];
-    d *= scale;
-    scores[j] = d;
-    m = d > m ? d : m;
+        for (int c = 0; c < hd; ++c) d += qi[c] * kj[c];
+        si[j] = d * scale;
+      }
+    }
   }
-  float sum = 0.0f;
+  for (int i = 0; i < nq; ++i) {
+    float* si = scores + (int64_t)i * ld;
+    const int len = len0 + i;
+    float m = -3.0e38f;
+#pragma omp simd reduction(max : m)
+    for (int j = 0; j < len; ++j) m = si[j] > m ? si[j] : m;
+    float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-  for (int j = 0; j < L; ++j) {
-    const float e = exp_approx(scores[j] - m);
-    scores[j] = e;
-    sum += e;
+    for (int j = 0; j < len; ++j) {
+      const float e = exp_approx(si[j] - m);
+      si[j] = e;
+      sum += e;
+    }
+    si[lmax] = sum;
+    float* oi = out + i * os;
+    for (int c = 0; c < hd; ++c) oi[c] = 0.0f;
   }
-  for (int i = 0; i < hd; ++i) out[i] = 0.0f;
-  for (int j = 0; j < L; ++j) {
-    const float p = scores[j];
-    const float* vj = v + (int64_t)j * hd;
+#if defined(SQ_ISA_avx512)
+  if (hd % 16 == 0 && hd <= 128) {
+    values_avx512(scores, ld, nq, len0, v, hd, out, os);
+  } else
+#endif
+  for (int j0 = 0; j0 < lmax; j0 += kKeyBlock) {
+    const int j1 = imin(j0 + kKeyBlock, lmax);
+    for (int i = 0; i < nq; ++i) {
+      const float* si = scores + (int64_t)i * ld;
+      float* oi = out + i * os;
+      const int end = imin(j1, len0 + i);
+      for (int j = j0; j < end; ++j) {
+        const float p = si[j];
+        const float* vj = v + (int64_t)j * hd;
 #pragma omp simd
-    for (int i = 0; i < hd; ++i) out[i] += p * vj[i];
+        for (int c = 0; c < hd; ++c) oi[c] += p * vj[c];
+      }
+    }
   }
-  const float inv = 1.0f / sum;
+  for (int i = 0; i < nq; ++i) {
+    const float inv = 1.0f / scores[(int64_t)i * ld + lmax];
+    float* oi = out + i * os;
 #pragma omp simd
-  for (int i = 0; i < hd; ++i) out[i] *= inv;
+    for (int c = 0; c < hd; ++c) oi[c] *= inv;
+  }
 }
 
 void swiglu(const float* g, const float* u, int n, float* out) {

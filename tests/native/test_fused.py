@@ -68,15 +68,30 @@ def test_rope_matches_mlx(each_isa, traditional, dims):
             assert close(ours, ref), (name, offset)
 
 
-@pytest.mark.parametrize("T,L", [(1, 1), (1, 300), (4, 4), (7, 50)])
-def test_causal_gqa_attention_matches_mlx(each_isa, T, L):
+@pytest.mark.parametrize("T,L,hd", [(1, 1, 64), (1, 300, 64), (4, 4, 64), (7, 50, 64), (16, 100, 64), (21, 300, 64), (5, 70, 40)])
+def test_causal_gqa_attention_matches_mlx(each_isa, T, L, hd):
     mx.random.seed(2)
-    q = mx.random.normal((1, 9, T, 64))
-    keys, values = mx.random.normal((1, 3, 512, 64)), mx.random.normal((1, 3, 512, 64))
+    q = mx.random.normal((1, 9, T, hd))
+    keys, values = mx.random.normal((1, 3, 512, hd)), mx.random.normal((1, 3, 512, hd))
     mask = mx.array(np.arange(L)[None, :] <= (L - T + np.arange(T))[:, None])
     ref = mx.fast.scaled_dot_product_attention(q, keys[:, :, :L], values[:, :, :L], scale=0.125, mask=mask)
     for name in each_isa():
         assert close(squish_native.attention(q, keys, values, L, 0.125), ref), name
+
+
+def test_an_attention_row_is_the_same_checked_in_a_pass_of_many_as_alone(each_isa):
+    # Speculative decoding is lossless only if the row of a draft checked among others is, bit for
+    # bit, the row a plain step would compute: queries share blocks of keys, never arithmetic.
+    mx.random.seed(3)
+    L, T = 211, 9  # key blocks end mid-pass
+    q = mx.random.normal((1, 9, T, 64))
+    keys, values = mx.random.normal((1, 3, 256, 64)), mx.random.normal((1, 3, 256, 64))
+    for name in each_isa():
+        together = np.array(squish_native.attention(q, keys, values, L, 0.125))
+        for t in range(T):
+            row = mx.contiguous(q[:, :, t : t + 1])
+            alone = np.array(squish_native.attention(row, keys, values, L - T + t + 1, 0.125))
+            assert np.array_equal(together[:, :, t : t + 1], alone), (name, t)
 
 
 def test_op_contracts():
