@@ -132,6 +132,20 @@ class ToolCallConstraint:
         self.error = ""  # set when the model's token could not be matched (constraint then off)
         self.runaways: list[str] = []  # strings ended early, and why (the loop tells the user)
 
+    def forced_after(self, token: int) -> list[int]:
+        """The tokens the grammar forces once `token` (the one the next row follows) is consumed,
+        without moving the matcher: the engine drafts them (squish/engine/generate.py). Before the
+        first call nothing is consumed: the prompt's last token is not the grammar's."""
+        if self.error:
+            return []
+        if not self.started:
+            return self.matcher.compute_ff_tokens()
+        if self.matcher.try_consume_tokens([token]) != 1:
+            return []
+        forced = self.matcher.compute_ff_tokens()
+        self.matcher.rollback(1)
+        return forced
+
     def __call__(self, tokens, logits):
         import numpy as np
         from llguidance.numpy import fill_next_token_bitmask

@@ -58,6 +58,7 @@ class Pass:
     history: mx.array | None  # the processors' token history up to and including head
     position: int  # index in the answer of the token row 0 chooses
     wasted: int = 0
+    forced: bool = False  # the drafts are what a processor's grammar forces, not a lookup's guess
 
 
 class Decoder:
@@ -84,7 +85,9 @@ class Decoder:
 
     # Forward passes.
 
-    def build(self, head: mx.array, drafts: list[int], position: int, guess: int | None = None, lazy=False) -> Pass:
+    def build(
+        self, head: mx.array, drafts: list[int], position: int, guess: int | None = None, lazy=False, forced=False
+    ) -> Pass:
         """Queue the pass that feeds head + drafts (head may still be computing)."""
         inputs = mx.concatenate([head, mx.array(drafts, dtype=mx.uint32)]) if drafts else head
         logits = self.model(inputs[None], cache=self.cache)[0]
@@ -102,7 +105,7 @@ class Decoder:
         choices = choose(rows, self.request.temperature, self.request.top_p, self.row_keys(position, len(rows)))
         finite = mx.all(mx.isfinite(rows), axis=-1)
         mx.async_eval(choices, finite)
-        return Pass(head, drafts, guess, lazy, logits, choices, finite, history, position)
+        return Pass(head, drafts, guess, lazy, logits, choices, finite, history, position, forced=forced)
 
     def row_keys(self, position: int, rows: int) -> list | None:
         """The sampling noise keys of answer positions position.. (None when greedy)."""
@@ -215,6 +218,18 @@ class Decoder:
             return "timeout"
         return None
 
+    def drafts_after(self, head: int, limit: int) -> tuple[list[int], bool]:
+        """The drafts of a pass whose head is known: the tokens a processor's grammar forces after
+        it (a tool call's fixed text: they hold whatever the model prefers), else the lookup's
+        guess. Returns (drafts, forced)."""
+        budget = self.max_tokens - len(self.generated) - 1  # tokens allowed after head
+        if budget > 0 and self.lookup is not None:  # drafting is on and the cache can be trimmed
+            for processor in self.processors:
+                forced = getattr(processor, "forced_after", None)
+                if forced is not None and (tokens := forced(head)[:budget]):
+                    return tokens, True
+        return self.lookahead(min(limit, budget)), False
+
     def lookahead(self, limit: int) -> list[int]:
         """Up to `limit` tokens that prompt lookup predicts after the context (the answer so far)."""
         if self.lookup is None or limit < 1:
@@ -285,8 +300,8 @@ class Decoder:
         self.prefill(new_tokens)
         head = new_tokens[-1]
         session.tokens.append(head)
-        first = self.lookahead(min(drafter.limit(), self.max_tokens - 1))
-        current = self.build(mx.array([head], dtype=mx.uint32), first, 0)
+        first, forced = self.drafts_after(head, drafter.limit())
+        current = self.build(mx.array([head], dtype=mx.uint32), first, 0, forced=forced)
         t_read = None  # when the previous pass was read: a pass's time runs from there
         # Seconds and tokens of plain steps read while a pass with drafts was queued behind them:
         # reading such a step waits for part of that pass, so they are timed together with it.
@@ -297,10 +312,13 @@ class Decoder:
                 choices, finite = self.check_rows(current)
                 accepted = len(choices) - 1
                 self.keep(current, accepted)
-                drafter.predicted(accepted, int(accepted < len(current.drafts)))
                 now = time.perf_counter()
-                seconds = now - t_read + riding_s if t_read is not None else None
-                drafter.checked(len(current.drafts), accepted, seconds, riding)
+                if current.forced:  # counted, but no evidence about the lookup or what its rows earn
+                    drafter.checked(len(current.drafts), accepted, None)
+                else:
+                    drafter.predicted(accepted, int(accepted < len(current.drafts)))
+                    seconds = now - t_read + riding_s if t_read is not None else None
+                    drafter.checked(len(current.drafts), accepted, seconds, riding)
                 t_read, riding_s, riding = now, 0.0, 0
                 for i, (token, ok) in enumerate(zip(choices, finite)):
                     more = len(self.generated) + 1 < self.max_tokens
@@ -315,8 +333,8 @@ class Decoder:
                         return finish
                 head = choices[-1]
                 session.tokens.append(head)
-                drafts = self.lookahead(min(drafter.limit(), self.max_tokens - len(self.generated) - 1))
-                current = self.build(mx.array([head], dtype=mx.uint32), drafts, len(self.generated))
+                drafts, forced = self.drafts_after(head, drafter.limit())
+                current = self.build(mx.array([head], dtype=mx.uint32), drafts, len(self.generated), forced=forced)
                 continue
             # A plain step: queue the next pass on its token before reading that token.
             # The lookup predicts this step's token and what follows it; the prediction is checked

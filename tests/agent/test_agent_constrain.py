@@ -150,6 +150,45 @@ def test_processor_turns_random_logits_into_valid_calls(tokenizer, seed):
     json.dumps(reply.calls)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_forced_tokens_are_bytes_the_grammar_then_writes_and_asking_moves_nothing(tokenizer, seed):
+    """The engine drafts `forced_after`'s tokens: they must be text the call then has whatever
+    the logits say, and asking must leave the matcher where it was."""
+    import mlx.core as mx
+
+    (processor,) = constrain.processor_factory(BOUNDED, min_calls=1)(tokenizer)
+    rng = np.random.default_rng(seed)
+    history = [1, 2, 3]
+    promised = []  # (index in generated, the forced text from there)
+    generated = []
+    for _ in range(400):
+        forced = processor.forced_after(history[-1])
+        assert processor.forced_after(history[-1]) == forced  # asked twice: nothing consumed
+        if forced:
+            promised.append((len(generated), tokenizer.decode(forced)))
+        logits = mx.array(rng.normal(size=(1, len(tokenizer))).astype(np.float32))
+        token = int(mx.argmax(processor(mx.array(history, dtype=mx.uint32), logits), axis=-1).item())
+        if token == tokenizer.eos_token_id:
+            break
+        history.append(token)
+        generated.append(token)
+    # The opening, asked before the first row (min_calls=1: the list cannot be empty).
+    assert promised[0][0] == 0 and promised[0][1].startswith('<tool_call>[{"name": "')
+    for start, text in promised:
+        assert tokenizer.decode(generated[start:]).startswith(text), (start, text)
+    assert parse(tokenizer.decode(generated)).calls and processor.error == ""
+
+
+def test_nothing_is_forced_once_the_constraint_is_off(tokenizer):
+    import mlx.core as mx
+
+    (processor,) = constrain.processor_factory(BOUNDED, min_calls=1)(tokenizer)
+    logits = mx.zeros((1, len(tokenizer)))
+    processor(mx.array([1], dtype=mx.uint32), logits)
+    processor(mx.array([1, tokenizer.eos_token_id], dtype=mx.uint32), logits)  # a token it forbids
+    assert processor.error and processor.forced_after(5) == []
+
+
 PLACE = Tool(
     "get_precipitation",
     "Average precipitation of a place over a period.",

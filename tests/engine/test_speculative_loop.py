@@ -190,12 +190,15 @@ def test_cancel_takes_effect_within_one_pass():
 
 
 def test_a_time_out_inside_a_run_of_drafts_keeps_a_prefix_of_the_plain_answer():
-    # The clock runs out while the processors check row 15 (of a draft, or of a plain step); the
-    # answer ends at the next token read, and the cache holds what the loop says (decode asserts it).
+    # The clock runs out once the processors are shown 15 answer tokens (in a draft's rows, or in a
+    # plain step's); the answer ends at the next token read, and the cache holds what the loop
+    # says (decode asserts it). A plain step's history holds the token still being read, so that
+    # answer has 15 tokens; a pass after a checked draft shows 15 already read, and its first
+    # token is the 16th. Which one happens depends on the drafter's timing.
     plain = decode(Bigram(cycle_table(0.9)), draft=False, max_tokens=200)
     drafted = decode(Bigram(cycle_table(0.9)), max_tokens=200, timeout_at=15)
     assert drafted[0].finish == "timeout" and drafted[0].accepted > 0
-    assert 0 < len(drafted[1]) <= 15 and drafted[1] == plain[1][: len(drafted[1])]
+    assert 0 < len(drafted[1]) <= 16 and drafted[1] == plain[1][: len(drafted[1])]
 
 
 def test_a_deadline_already_past_stops_before_the_first_token():
@@ -226,6 +229,38 @@ def test_processors_see_exactly_what_plain_decoding_shows_them():
     assert drafted[1:] == plain[1:]
     assert draft_rec.seen == plain_rec.seen  # same histories, same order, none for rejected drafts
     assert drafted[0].accepted > 0
+
+
+class Forcing:
+    """A processor that claims tokens are forced after each token (as a grammar does) without
+    masking anything: `rule(token)` says what it claims."""
+
+    def __init__(self, rule):
+        self.rule, self.asked = rule, 0
+
+    def __call__(self, tokens, logits):
+        return logits
+
+    def forced_after(self, token):
+        self.asked += 1
+        return self.rule(token)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_forced_drafts_hold_when_right_and_change_nothing_when_wrong(temperature):
+    # The model copies nothing here (drafting from the lookup stays off); the cycle's next three
+    # tokens are "forced": right at p 0.9, they are kept; claimed wrong, every one is rejected.
+    prompt = [4, 3, 1, 0, 2]
+    plain = decode(Bigram(cycle_table(0.9)), prompt=prompt, draft=False, max_tokens=30, temperature=temperature)
+    right = Forcing(lambda t: [(t + i) % 4 for i in (1, 2, 3)] if t < 4 else [])
+    wrong = Forcing(lambda t: [5, 5])
+    kept = decode(Bigram(cycle_table(0.9)), prompt=prompt, max_tokens=30, temperature=temperature, processors=[right])
+    lost = decode(Bigram(cycle_table(0.9)), prompt=prompt, max_tokens=30, temperature=temperature, processors=[wrong])
+    assert kept[1:] == plain[1:] and lost[1:] == plain[1:]
+    assert kept[0].accepted > 10 and right.asked > 0
+    assert lost[0].accepted == 0 and lost[0].drafted > 0
+    plain_off = decode(Bigram(cycle_table(0.9)), prompt=prompt, draft=False, max_tokens=30, processors=[Forcing(lambda t: [1])])
+    assert plain_off[0].drafted == 0  # a request without drafts never asks
 
 
 def test_drafting_stays_off_when_the_answer_copies_nothing():

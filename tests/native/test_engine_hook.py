@@ -80,10 +80,10 @@ def test_greedy_answers_match_stock(models):
         assert greedy(fast, tokenizer, prompt, 8) == greedy(stock, tokenizer, prompt, 8), prompt
 
 
-def peak_over_start(model, prompt: list[int], decode: int) -> tuple[float, float, list[int]]:
-    """(prefill, decode) MLX peak memory in MB above what was active before, and the greedy
-    tokens: prefill in the engine's 256-token chunks (only the cache evaluated, as the engine
-    does), then plain decode steps."""
+def peak_over_start(model, prompt: list[int], decode: int) -> tuple[float, float, float, float]:
+    """MLX peak memory in MB above what was active before, in prefill and in decode, and the KV
+    cache's MB after each: prefill in the engine's 256-token chunks (only the cache evaluated,
+    as the engine does), then plain decode steps."""
     from mlx_lm.models.cache import make_prompt_cache
 
     cache = make_prompt_cache(model)
@@ -93,27 +93,28 @@ def peak_over_start(model, prompt: list[int], decode: int) -> tuple[float, float
     for i in range(0, len(prompt) - 1, 256):
         model(mx.array(prompt[i : min(i + 256, len(prompt) - 1)])[None], cache=cache)
         mx.eval([c.state for c in cache])
-    prefill = (mx.get_peak_memory() - start) / 1e6
+    prefill, prefill_cache = (mx.get_peak_memory() - start) / 1e6, sum(c.nbytes for c in cache) / 1e6
     mx.reset_peak_memory()
     y = model(mx.array(prompt[-1:])[None], cache=cache)[0, -1].argmax()
-    out = []
     for _ in range(decode):
-        out.append(y.item())
         y = model(y.reshape(1, 1), cache=cache)[0, -1].argmax()
-    return prefill, (mx.get_peak_memory() - start) / 1e6, out
+    mx.eval(y)
+    return prefill, prefill_cache, (mx.get_peak_memory() - start) / 1e6, sum(c.nbytes for c in cache) / 1e6
 
 
 @needs_native
-def test_peak_memory_stays_at_or_below_stock_when_the_cache_grows(models):
+def test_peak_memory_is_the_cache_and_one_layer_when_the_cache_grows(models):
     # 508 prompt tokens: two prefill chunks, each growing every layer's cache, then decode past
-    # 512, which grows it again. Measured: native 25/36 MB, stock 39/44 MB.
-    stock, fast, _, _ = models
+    # 512, which grows it again. MLX allocates a node's outputs when it schedules it, so a pass of
+    # 30 layer nodes held every activation and every old cache buffer beside the new one: 54 MB
+    # over the start in prefill and 58 in decode, where stock MLX peaks at 39 and 44 (measured).
+    # Evaluated a layer at a time, the peak is the cache plus about one layer's buffers
+    # (measured 25 and 36 MB; one layer's cache is 1.2 MB at 768 positions).
+    _, fast, _, _ = models
     prompt = np.random.default_rng(7).integers(100, 40000, 508).tolist()
-    fast_prefill, fast_decode, fast_tokens = peak_over_start(fast, prompt, 12)
-    stock_prefill, stock_decode, stock_tokens = peak_over_start(stock, prompt, 12)
-    assert fast_tokens == stock_tokens
-    assert fast_prefill <= stock_prefill, (fast_prefill, stock_prefill)
-    assert fast_decode <= stock_decode, (fast_decode, stock_decode)
+    prefill, prefill_cache, decode, decode_cache = peak_over_start(fast, prompt, 12)
+    assert prefill <= prefill_cache + 4, (prefill, prefill_cache)
+    assert decode <= decode_cache + 4, (decode, decode_cache)
 
 
 def test_a_dense_model_stays_on_stock_mlx(tiny_model):
