@@ -132,13 +132,15 @@ class ToolCallConstraint:
         self.error = ""  # set when the model's token could not be matched (constraint then off)
         self.runaways: list[str] = []  # strings ended early, and why (the loop tells the user)
 
-    def forced_after(self, token: int) -> list[int]:
+    def forced_after(self, token: int | None = None) -> list[int]:
         """The tokens the grammar forces once `token` (the one the next row follows) is consumed,
-        without moving the matcher: the engine drafts them (squish/engine/generate.py). Before the
-        first call nothing is consumed: the prompt's last token is not the grammar's."""
+        without moving the matcher: the engine drafts them (squish/engine/generate.py). None: after
+        what it has consumed (the next row follows a token still being computed, which these
+        then begin with). Before the first call nothing is consumed: the prompt's last token is
+        not the grammar's."""
         if self.error:
             return []
-        if not self.started:
+        if token is None or not self.started:
             return self.matcher.compute_ff_tokens()
         if self.matcher.try_consume_tokens([token]) != 1:
             return []

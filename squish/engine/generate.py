@@ -223,12 +223,20 @@ class Decoder:
         it (a tool call's fixed text: they hold whatever the model prefers), else the lookup's
         guess. Returns (drafts, forced)."""
         budget = self.max_tokens - len(self.generated) - 1  # tokens allowed after head
-        if budget > 0 and self.lookup is not None:  # drafting is on and the cache can be trimmed
-            for processor in self.processors:
-                forced = getattr(processor, "forced_after", None)
-                if forced is not None and (tokens := forced(head)[:budget]):
-                    return tokens, True
+        if budget > 0 and (tokens := self.forced(head, budget)):
+            return tokens, True
         return self.lookahead(min(limit, budget)), False
+
+    def forced(self, head: int | None, limit: int) -> list[int]:
+        """Up to `limit` tokens a processor's grammar forces after `head` (None: after the last
+        token it was shown, for a pass whose head is still being computed)."""
+        if self.lookup is None:  # drafting is off, or the cache cannot be trimmed
+            return []
+        for processor in self.processors:
+            forced = getattr(processor, "forced_after", None)
+            if forced is not None:
+                return forced(head)[:limit]
+        return []
 
     def lookahead(self, limit: int) -> list[int]:
         """Up to `limit` tokens that prompt lookup predicts after the context (the answer so far)."""
@@ -339,15 +347,17 @@ class Decoder:
             # A plain step: queue the next pass on its token before reading that token.
             # The lookup predicts this step's token and what follows it; the prediction is checked
             # when the token is read, and the tokens after it ride on the next pass as drafts.
-            nxt, prediction = None, None
+            # A grammar that forces this step's token and more predicts them the same way.
+            nxt, prediction, forced = None, None, []
             left = self.max_tokens - len(self.generated) - 1  # tokens allowed after this one
             if left > 0:
-                ahead = self.lookahead(min(drafter.limit(), left - 1) + 1)
+                forced = self.forced(None, left)
+                ahead = forced or self.lookahead(min(drafter.limit(), left - 1) + 1)
                 prediction = ahead[0] if ahead else None
                 guess = prediction if len(ahead) > 1 else None
-                nxt = self.build(current.choices[:1], ahead[1:], current.position + 1, guess, lazy=True)
+                nxt = self.build(current.choices[:1], ahead[1:], current.position + 1, guess, lazy=True, forced=bool(forced))
             token, ok = current.choices[:1].item(), bool(current.finite[:1].item())
-            if prediction is not None:
+            if prediction is not None and not forced:
                 drafter.predicted(int(token == prediction), int(token != prediction))
             now = time.perf_counter()
             seconds = now - t_read + riding_s if t_read is not None and current.lazy else None

@@ -167,7 +167,11 @@ def test_forced_tokens_are_bytes_the_grammar_then_writes_and_asking_moves_nothin
         if forced:
             promised.append((len(generated), tokenizer.decode(forced)))
         logits = mx.array(rng.normal(size=(1, len(tokenizer))).astype(np.float32))
-        token = int(mx.argmax(processor(mx.array(history, dtype=mx.uint32), logits), axis=-1).item())
+        out = processor(mx.array(history, dtype=mx.uint32), logits)
+        # Asked without a token: what is forced from the row just masked on, its own token first.
+        if pending := processor.forced_after():
+            promised.append((len(generated), tokenizer.decode(pending)))
+        token = int(mx.argmax(out, axis=-1).item())
         if token == tokenizer.eos_token_id:
             break
         history.append(token)

@@ -233,17 +233,19 @@ def test_processors_see_exactly_what_plain_decoding_shows_them():
 
 class Forcing:
     """A processor that claims tokens are forced after each token (as a grammar does) without
-    masking anything: `rule(token)` says what it claims."""
+    masking anything: `rule(token)` says what it claims; asked with None, after the last token
+    it was shown."""
 
     def __init__(self, rule):
-        self.rule, self.asked = rule, 0
+        self.rule, self.asked, self.last = rule, 0, None
 
     def __call__(self, tokens, logits):
+        self.last = int(tokens[-1].item())
         return logits
 
-    def forced_after(self, token):
+    def forced_after(self, token=None):
         self.asked += 1
-        return self.rule(token)
+        return self.rule(self.last if token is None else token)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
