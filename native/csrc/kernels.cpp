@@ -645,6 +645,11 @@ void rope(float* x, const float* c, const float* s, int dims, int traditional) {
 constexpr int kKeyBlock = 64;
 
 #if defined(SQ_ISA_avx512)
+// Heads the AVX-512 attention covers: whole vectors, at most 8 of them in registers.
+inline bool vector_head(int hd) {
+  return hd % 16 == 0 && hd <= 128;
+}
+
 // Lane j of the result is the sum of the 16 lanes of a[j]: pairwise unpacks, then 128-bit
 // shuffles. Every lane goes through the same tree, so a key's score does not depend on which
 // other keys share its block.
@@ -716,7 +721,7 @@ void attend(const float* q, int64_t qs, int nq, int len0, const float* k, const 
             float* out, int64_t os, float* scores) {
   const int lmax = len0 + nq - 1, ld = lmax + 1;  // row i: its scores, then their sum at lmax
 #if defined(SQ_ISA_avx512)
-  if (hd % 16 == 0 && hd <= 128) {
+  if (vector_head(hd)) {
     scores_avx512(q, qs, nq, len0, k, hd, scale, scores, ld);
   } else
 #endif
@@ -753,7 +758,7 @@ void attend(const float* q, int64_t qs, int nq, int len0, const float* k, const 
     for (int c = 0; c < hd; ++c) oi[c] = 0.0f;
   }
 #if defined(SQ_ISA_avx512)
-  if (hd % 16 == 0 && hd <= 128) {
+  if (vector_head(hd)) {
     values_avx512(scores, ld, nq, len0, v, hd, out, os);
   } else
 #endif

@@ -355,7 +355,8 @@ class Decoder:
                 ahead = forced or self.lookahead(min(drafter.limit(), left - 1) + 1)
                 prediction = ahead[0] if ahead else None
                 guess = prediction if len(ahead) > 1 else None
-                nxt = self.build(current.choices[:1], ahead[1:], current.position + 1, guess, lazy=True, forced=bool(forced))
+                position = current.position + 1
+                nxt = self.build(current.choices[:1], ahead[1:], position, guess, lazy=True, forced=bool(forced))
             token, ok = current.choices[:1].item(), bool(current.finite[:1].item())
             if prediction is not None and not forced:
                 drafter.predicted(int(token == prediction), int(token != prediction))

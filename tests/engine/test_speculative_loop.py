@@ -261,7 +261,8 @@ def test_forced_drafts_hold_when_right_and_change_nothing_when_wrong(temperature
     assert kept[1:] == plain[1:] and lost[1:] == plain[1:]
     assert kept[0].accepted > 10 and right.asked > 0
     assert lost[0].accepted == 0 and lost[0].drafted > 0
-    plain_off = decode(Bigram(cycle_table(0.9)), prompt=prompt, draft=False, max_tokens=30, processors=[Forcing(lambda t: [1])])
+    never = Forcing(lambda t: [1])
+    plain_off = decode(Bigram(cycle_table(0.9)), prompt=prompt, draft=False, max_tokens=30, processors=[never])
     assert plain_off[0].drafted == 0  # a request without drafts never asks
 
 

@@ -68,7 +68,9 @@ def test_rope_matches_mlx(each_isa, traditional, dims):
             assert close(ours, ref), (name, offset)
 
 
-@pytest.mark.parametrize("T,L,hd", [(1, 1, 64), (1, 300, 64), (4, 4, 64), (7, 50, 64), (16, 100, 64), (21, 300, 64), (5, 70, 40)])
+@pytest.mark.parametrize(
+    "T,L,hd", [(1, 1, 64), (1, 300, 64), (4, 4, 64), (7, 50, 64), (16, 100, 64), (21, 300, 64), (5, 70, 40)]
+)
 def test_causal_gqa_attention_matches_mlx(each_isa, T, L, hd):
     mx.random.seed(2)
     q = mx.random.normal((1, 9, T, hd))
