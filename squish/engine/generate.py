@@ -64,6 +64,11 @@ class Pass:
 class Decoder:
     """One request's prefill and decode loop. Engine-thread only."""
 
+    # The drafter's on/off rule and the deadline read this clock; the engine's deadlines come
+    # from the same one. Structural tests give a scripted model a clock of its own, so that what
+    # a pass costs, and so what drafting decides, does not depend on the machine's load.
+    clock = staticmethod(time.perf_counter)
+
     def __init__(self, model, tokenizer, request, stream, session, deadline: float, draft: bool, splitter=None):
         self.model, self.request, self.stream, self.session = model, request, stream, session
         self.cache = session.cache
@@ -157,7 +162,7 @@ class Decoder:
 
     def emit(self, token: int, finite: bool) -> str | None:
         """Hand one chosen token to the caller; the finish reason when it ends the answer."""
-        now = time.perf_counter()
+        now = self.clock()
         if not self.generated and not self.t_first:
             self.t_first = now
             self.stream.put(Progress(self.prompt_left, self.prompt_left))
@@ -192,7 +197,7 @@ class Decoder:
         self.put_pieces(self.splitter.feed(text), token)
         if self.splitter.state in ("thinking", "after") and token >= 0:
             self.thinking_tokens += 1
-            self.thinking_until = time.perf_counter()
+            self.thinking_until = self.clock()
 
     def put_pieces(self, pieces: list[tuple[bool, str]], token: int) -> None:
         for inside, piece in pieces:
@@ -257,14 +262,14 @@ class Decoder:
         self.history = mx.array(session.tokens, dtype=mx.uint32) if self.processors else None
         if self.drafting and can_trim_prompt_cache(self.cache):
             self.lookup = PromptLookup(session.tokens + new_tokens)
-        t_start = time.perf_counter()
+        t_start = self.clock()
         self.t_live = t_start
         finish = "length"
         try:
             finish = self.decode(new_tokens)
         except Stop as stop:
             finish = stop.reason
-            self.t_last = time.perf_counter()
+            self.t_last = self.clock()
             if not self.t_first:
                 self.t_first = self.t_last
         if finish in ("length", "repetition", "nan"):
@@ -291,7 +296,7 @@ class Decoder:
         done = 0
         self.stream.put(Progress(0, len(new_tokens)))
         while len(new_tokens) - done > 1:
-            if (reason := self.interrupted(time.perf_counter())) is not None:
+            if (reason := self.interrupted(self.clock())) is not None:
                 raise Stop(reason)
             chunk = new_tokens[done : min(done + PREFILL_CHUNK, len(new_tokens) - 1)]
             self.session.tokens.extend(chunk)
@@ -320,7 +325,7 @@ class Decoder:
                 choices, finite = self.check_rows(current)
                 accepted = len(choices) - 1
                 self.keep(current, accepted)
-                now = time.perf_counter()
+                now = self.clock()
                 if current.forced:  # counted, but no evidence about the lookup or what its rows earn
                     drafter.checked(len(current.drafts), accepted, None)
                 else:
@@ -360,7 +365,7 @@ class Decoder:
             token, ok = current.choices[:1].item(), bool(current.finite[:1].item())
             if prediction is not None and not forced:
                 drafter.predicted(int(token == prediction), int(token != prediction))
-            now = time.perf_counter()
+            now = self.clock()
             seconds = now - t_read + riding_s if t_read is not None and current.lazy else None
             if seconds is not None and nxt is not None and nxt.drafts:
                 riding_s, riding = seconds, riding + 1  # timed with the pass behind it
