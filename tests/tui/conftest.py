@@ -51,9 +51,24 @@ async def _wait_until(pilot, predicate, timeout: float = 90.0, what: str = "cond
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; {_describe(pilot.app)}")
         await pilot.pause(0.05)
         await asyncio.sleep(0)
+
+
+def _describe(app) -> str:
+    """What the chat screen was doing, so a time-out says why and not only that it happened."""
+    screen = getattr(app, "chat_screen", None)
+    if screen is None:
+        return f"screen {type(app.screen).__name__}"
+    answer = screen.answer.text if screen.answer is not None else None
+    return (
+        f"screen {type(app.screen).__name__}, focused {type(app.focused).__name__}, "
+        f"prompt {screen.prompt.text!r}, model_info {screen.model_info is not None}, "
+        f"loading {screen.model_loading}, pending {screen.pending is not None}, stream {screen.stream is not None}, "
+        f"answer {answer!r}, turns {len(screen.turns)}, last_stats {screen.last_stats!r}, "
+        f"notifications {_notifications(app)}"
+    )
 
 
 def _notifications(app) -> list[str]:

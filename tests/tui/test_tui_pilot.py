@@ -11,6 +11,7 @@ from squish.models.store import EMBEDDED_NAME
 from squish.tui.app import SquishApp
 from squish.tui.messages import TokensArrived
 from squish.tui.widgets.message import ChatMessage
+from squish.tui.widgets.prompt import PromptInput
 
 SIZE = (110, 34)
 
@@ -86,7 +87,10 @@ async def test_escape_stops_the_answer_and_keeps_it(engine, history, wait_until)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, wait_until)
         await pilot.press(*"Write a long story about a dragon.")
-        await pilot.press("enter")
+        # Pilot.press returns once the process's CPU goes idle, or after 2 s: the in-process engine
+        # keeps it busy, and this answer (~190 tokens) can end inside a pressed Enter. So the
+        # turn goes in as the message Enter posts (the first test presses Enter itself).
+        screen.prompt.post_message(PromptInput.Submitted(screen.prompt.text))
         await wait_until(pilot, lambda: screen.answer is not None and len(screen.answer.text) > 5, what="some text")
         await pilot.press("escape")
         await wait_until(pilot, lambda: not screen.busy, timeout=10, what="the stop")
