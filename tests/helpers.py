@@ -326,3 +326,10 @@ def gone(pid: int, within: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+async def submit_line(pilot, text: str) -> None:
+    """`text` put in the chat prompt at its cursor, then Enter pressed. Each pressed key costs
+    ~70 ms of Pilot's idle waits; the tests of typing itself press every key."""
+    pilot.app.chat_screen.prompt.insert(text)
+    await pilot.press("enter")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import HANG, NO_CALL, ScriptedEngine, call
+from helpers import HANG, NO_CALL, ScriptedEngine, call, submit_line
 
 from squish.agent.tools import builtin_tools
 from squish.tui.app import SquishApp
@@ -48,15 +48,10 @@ def agent_app(tmp_path, workspace, history):
     return make
 
 
-async def type_line(pilot, text: str) -> None:
-    await pilot.press(*text)
-    await pilot.press("enter")
-
-
 async def asked(pilot, wait_until, task: str):
     """Agent mode on, `task` sent, and its first approval prompt waiting for an answer."""
     screen = await agent_ready(pilot, wait_until)
-    await type_line(pilot, task)
+    await submit_line(pilot, task)
     await wait_until(
         pilot, lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)), timeout=20, what="approval"
     )
@@ -66,7 +61,7 @@ async def asked(pilot, wait_until, task: str):
 async def agent_ready(pilot, wait_until):
     screen = pilot.app.chat_screen
     await wait_until(pilot, lambda: screen.model_info is not None, timeout=10, what="the model")
-    await type_line(pilot, "/agent")
+    await submit_line(pilot, "/agent")
     assert screen.agent_mode
     return screen
 
@@ -79,13 +74,13 @@ async def test_agent_command_toggles_agent_mode(agent_app, wait_until):
         await agent_ready(pilot, wait_until)
         assert "Agent mode" in str(screen.prompt.placeholder)
         assert "agent" in str(screen.model_bar.render())
-        await type_line(pilot, "/agent")
+        await submit_line(pilot, "/agent")
         assert not screen.agent_mode
         assert "Agent mode" not in str(screen.prompt.placeholder)
         assert "agent" not in str(screen.model_bar.render())
         palette = {command.title for command in app.get_system_commands(screen)}
         assert {"/agent", "/tools"} <= palette
-        await type_line(pilot, "/help")
+        await submit_line(pilot, "/help")
         help_text = app.screen.markdown
         assert "`/agent`" in help_text and "`/tools`" in help_text
 
@@ -93,7 +88,7 @@ async def test_agent_command_toggles_agent_mode(agent_app, wait_until):
 async def test_tools_lists_the_builtin_tools(agent_app, workspace):
     app = agent_app()
     async with app.run_test(size=SIZE) as pilot:
-        await type_line(pilot, "/tools")
+        await submit_line(pilot, "/tools")
         assert isinstance(app.screen, InfoScreen)
         text = app.screen.markdown
         for tool in builtin_tools():
@@ -105,7 +100,7 @@ async def test_a_task_shows_a_step_card_and_the_answer(agent_app, wait_until):
     app = agent_app(call("list_dir", path="."), NO_CALL, "The folder holds README.md and notes.txt.")
     async with app.run_test(size=SIZE) as pilot:
         screen = await agent_ready(pilot, wait_until)
-        await type_line(pilot, "Which files are in this folder?")
+        await submit_line(pilot, "Which files are in this folder?")
         await wait_until(pilot, lambda: not screen.busy, timeout=20, what="the agent run")
         cards = list(screen.query(StepCard))
         assert cards, "no step card"
@@ -130,7 +125,7 @@ async def test_a_retry_shows_its_reason(agent_app, wait_until):
     app = agent_app(call("read_file", path=7), call("read_file", path="notes.txt"), NO_CALL, "It says buy milk.")
     async with app.run_test(size=SIZE) as pilot:
         screen = await agent_ready(pilot, wait_until)
-        await type_line(pilot, "What does notes.txt say?")
+        await submit_line(pilot, "What does notes.txt say?")
         await wait_until(pilot, lambda: not screen.busy, timeout=20, what="the agent run")
         retry = str(screen.query_one(StepCard).query_one(".retry").render())
         assert "retry 1" in retry and "7 is not of type 'string'" in retry
@@ -138,7 +133,7 @@ async def test_a_retry_shows_its_reason(agent_app, wait_until):
 
 async def risky_run(app, pilot, wait_until, key: str):
     screen = await agent_ready(pilot, wait_until)
-    await type_line(pilot, "Create a.txt that says hi")
+    await submit_line(pilot, "Create a.txt that says hi")
     await wait_until(
         pilot,
         lambda: any(p.pending is not None for p in screen.query(ApprovalPrompt)),
@@ -179,7 +174,7 @@ async def test_escape_aborts_the_run(agent_app, wait_until, notifications):
     app = agent_app(HANG)
     async with app.run_test(size=SIZE) as pilot:
         screen = await agent_ready(pilot, wait_until)
-        await type_line(pilot, "List the files")
+        await submit_line(pilot, "List the files")
         await wait_until(pilot, lambda: screen.query(StepCard), timeout=10, what="the first step")
         assert screen.busy
         await pilot.press("escape")
@@ -205,9 +200,9 @@ async def test_chat_mode_is_untouched_by_agent_mode(agent_app, wait_until):
     async with app.run_test(size=SIZE) as pilot:
         screen = app.chat_screen
         await wait_until(pilot, lambda: screen.model_info is not None, timeout=10, what="the model")
-        await type_line(pilot, "/agent")
-        await type_line(pilot, "/agent")
-        await type_line(pilot, "Hi")
+        await submit_line(pilot, "/agent")
+        await submit_line(pilot, "/agent")
+        await submit_line(pilot, "Hi")
         await wait_until(pilot, lambda: not screen.busy and screen.last_answer, timeout=10, what="the answer")
         assert screen.last_answer == "Hello there."
         assert not screen.query(StepCard)
@@ -225,12 +220,12 @@ async def test_undo_reverts_the_last_runs_edit_and_shows_the_diff(agent_app, wor
     async with app.run_test(size=SIZE) as pilot:
         await allowed_edit(pilot, wait_until)
         assert (workspace / "notes.txt").read_text() == "buy bread\n"
-        await type_line(pilot, "/undo")
+        await submit_line(pilot, "/undo")
         assert isinstance(app.screen, InfoScreen)
         assert "-buy bread" in app.screen.markdown and "+buy milk" in app.screen.markdown
         assert (workspace / "notes.txt").read_text() == "buy milk\n"
         await pilot.press("escape")
-        await type_line(pilot, "/undo")
+        await submit_line(pilot, "/undo")
         assert "Nothing to undo" in app.screen.markdown
 
 
@@ -239,11 +234,11 @@ async def test_undo_leaves_a_file_changed_since_and_says_how_to_force(agent_app,
     async with app.run_test(size=SIZE) as pilot:
         await allowed_edit(pilot, wait_until)
         (workspace / "notes.txt").write_text("my own words\n")
-        await type_line(pilot, "/undo")
+        await submit_line(pilot, "/undo")
         assert "changed since" in app.screen.markdown and "/undo force" in app.screen.markdown
         assert (workspace / "notes.txt").read_text() == "my own words\n"
         await pilot.press("escape")
-        await type_line(pilot, "/undo force")
+        await submit_line(pilot, "/undo force")
         assert (workspace / "notes.txt").read_text() == "buy milk\n"
 
 
@@ -258,11 +253,11 @@ async def test_mcp_tools_are_listed_called_and_their_server_stops_with_the_app(a
     app = agent_app(call("t__echo", text="hello from mcp"), NO_CALL, "It echoed.", mcp={"t": server})
     async with app.run_test(size=SIZE) as pilot:
         screen = await agent_ready(pilot, wait_until)
-        await type_line(pilot, "/tools")
+        await submit_line(pilot, "/tools")
         await wait_until(pilot, lambda: isinstance(app.screen, InfoScreen), timeout=30, what="the tools list")
         assert "`t__echo`" in app.screen.markdown and "MCP server t" in app.screen.markdown
         await pilot.press("escape")
-        await type_line(pilot, "echo something")
+        await submit_line(pilot, "echo something")
         await wait_until(pilot, lambda: not screen.busy, timeout=30, what="the agent run")
         (result,) = screen.query(ResultView)
         assert result.output == "hello from mcp"

@@ -6,7 +6,7 @@ Token events); everything else on the real engine with tiny real models (random 
 bigram thinking model of build_thinking_model)."""
 
 import pytest
-from helpers import ANSWER, THOUGHT, ScriptedEngine
+from helpers import ANSWER, ScriptedEngine, THOUGHT, submit_line
 from textual.widgets import Static
 
 from squish.engine.engine import Engine
@@ -43,13 +43,13 @@ async def ready(pilot, wait_until):
 async def ask(pilot, wait_until, text: str):
     screen = pilot.app.chat_screen
     before = len(screen.turns)
-    await pilot.press(*text, "enter")
+    await submit_line(pilot, text)
     await wait_until(pilot, lambda: len(screen.turns) > before and not screen.busy, what="the answer")
     return screen
 
 
 async def command(pilot, text: str) -> None:
-    await pilot.press(*text, "enter")
+    await submit_line(pilot, text)
     await pilot.pause(0.1)
 
 

@@ -18,7 +18,7 @@ from fake_hub import (  # noqa: F401
     tiny_repo_files,
     wide_repo_files,
 )
-from helpers import import_embedded
+from helpers import import_embedded, submit_line
 from textual.widgets import Label, OptionList
 
 from squish.engine.engine import Engine
@@ -80,8 +80,7 @@ async def ready(pilot, wait_until, name: str = EMBEDDED_NAME):
 
 
 async def command(pilot, text: str) -> None:
-    await pilot.press(*text)
-    await pilot.press("enter")
+    await submit_line(pilot, text)
     await pilot.pause(0.1)
 
 
@@ -97,8 +96,7 @@ async def pick(pilot, wait_until, name: str) -> None:
 async def ask(pilot, wait_until, text: str) -> None:
     screen = pilot.app.chat_screen
     turns = len(screen.turns)
-    await pilot.press(*text)
-    await pilot.press("enter")
+    await submit_line(pilot, text)
     # The tiny model answers within a pause, so `busy` may never be seen: wait for the turn's stats.
     await wait_until(pilot, lambda: len(screen.turns) > turns and not screen.busy, timeout=90, what="the answer")
 

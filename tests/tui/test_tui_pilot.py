@@ -6,6 +6,8 @@ serves the whole module.
 
 from textual.widgets import Markdown
 
+from helpers import submit_line
+
 from squish.history import History
 from squish.models.store import EMBEDDED_NAME
 from squish.tui.app import SquishApp
@@ -123,8 +125,7 @@ async def test_slash_commands(engine, tmp_path, wait_until, notifications):
     app = SquishApp(engine, history, continue_last=True)
 
     async def command(pilot, text: str) -> None:
-        await pilot.press(*text)
-        await pilot.press("enter")
+        await submit_line(pilot, text)
         await pilot.pause(0.1)
 
     async with app.run_test(size=SIZE) as pilot:
