@@ -162,6 +162,7 @@ class Engine:
         self._model = None
         self._tokenizer = None
         self._info = None
+        self._row_cost: float | None = None  # a checked row's cost, as the model's last request measured it
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     # Caller side: any thread.
@@ -278,7 +279,7 @@ class Engine:
 
         if self._model is None:
             return
-        self._model = self._tokenizer = self._info = None
+        self._model = self._tokenizer = self._info = self._row_cost = None
         self._sessions.clear()
         gc.collect()
         mx.clear_cache()
@@ -401,12 +402,16 @@ class Engine:
         if info.thinking:
             tags = getattr(tokenizer, "think_start", None) or OPEN, getattr(tokenizer, "think_end", None) or CLOSE
             splitter = ThinkSplitter(opens_thinking(tokenizer.decode(tokens[-8:]), tags[0]), *tags)
-        decoder = Decoder(model, tokenizer, request, stream, session, deadline, draft=request.draft, splitter=splitter)
+        decoder = Decoder(
+            model, tokenizer, request, stream, session, deadline, request.draft, splitter, self._row_cost
+        )
         try:
             outcome = decoder.run(tokens[cached:], max_tokens, seed)
         except Exception:
             self._sessions.pop(request.session, None)
             raise
+        if (row_cost := decoder.drafter.costs.measured()) is not None:
+            self._row_cost = row_cost
         finish, t_start, t_first, t_last = outcome.finish, outcome.t_start, outcome.t_first, outcome.t_last
         new_tokens, generated = tokens[cached:], outcome.generated
         mx.eval([c.state for c in cache])

@@ -69,7 +69,9 @@ class Decoder:
     # a pass costs, and so what drafting decides, does not depend on the machine's load.
     clock = staticmethod(time.perf_counter)
 
-    def __init__(self, model, tokenizer, request, stream, session, deadline: float, draft: bool, splitter=None):
+    def __init__(
+        self, model, tokenizer, request, stream, session, deadline: float, draft: bool, splitter=None, row_cost=None
+    ):
         self.model, self.request, self.stream, self.session = model, request, stream, session
         self.cache = session.cache
         self.deadline = deadline
@@ -80,7 +82,7 @@ class Decoder:
         self.detokenizer = tokenizer.detokenizer
         self.stops = StopMatcher(request.stop)
         self.drafting = draft
-        self.drafter = Drafter()
+        self.drafter = Drafter(row_cost)  # row_cost: what the model's last request measured (PassCosts)
         self.lookup: PromptLookup | None = None
         self.keys = None
         self.generated: list[int] = []

@@ -13,6 +13,7 @@ K_MAX = 16  # drafted tokens in one pass at most
 DECAY = 0.85  # weight of the older prediction outcomes at each new one (~7 recent ones count)
 PRIOR = (1.0, 1.0)  # pseudo-counts of hits and misses before any outcome is seen
 ROW_PRIOR = 0.5  # an extra row's cost in plain steps, until a checked pass measures it
+CARRY_ROWS = 4  # rows a request must time before its row cost informs the next request's prior
 EMA = 0.3  # weight of the newest time measurement
 MARGIN = 1.05  # drafts must promise this speed-up over plain decoding
 REPROBE = 32  # plain steps after drafting turned off before one short draft tries again
@@ -65,24 +66,35 @@ class PromptLookup:
 class PassCosts:
     """What one plain decode step and one extra row of a pass cost, measured during one request.
 
-    Each request measures afresh (the machine's load changes; a cost learned once and kept would
-    switch drafting off for good after one noisy reading). A pass is timed from the read before
-    it, so a pass checked right after a pipelined step can look cheaper than it was (part of it
-    ran before the timing began): one read in less than a plain step is not counted, and row
-    costs are averaged over rows, not passes, so a short draft cannot outweigh a long one that
-    measured the rows' real cost.
+    Each request measures afresh. Until its first checked pass it assumes ROW_PRIOR, or the row
+    cost the last request on this model measured (`carried`) when that is higher: on MLX's stock
+    CPU path a row costs about a step, and without it every request would pay for a few drafts
+    to find that out again. A lower cost is not carried (a short prior ramps drafts up before the
+    acceptance rate is known, which measured worse), so a request that measured rows as dear
+    lowers the next one's prior back as soon as it measures them cheap again.
+
+    A pass is timed from the read before it, so a pass checked right after a pipelined step can
+    look cheaper than it was (part of it ran before the timing began): one read in less than a
+    plain step is not counted, and row costs are averaged over rows, not passes, so a short
+    draft cannot outweigh a long one that measured the rows' real cost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, carried: float | None = None) -> None:
+        self.prior = ROW_PRIOR if carried is None else max(ROW_PRIOR, carried)
         self.step_s: float | None = None  # running mean of one plain decode step
         self.extra_s = 0.0  # decayed sum of the seconds checked passes took beyond a step
         self.rows = 0.0  # decayed sum of the drafted rows those passes fed
+        self.counted = 0  # rows measured in all
 
     def row_cost(self) -> float:
         """An extra row's cost in plain steps."""
         if not self.rows or not self.step_s:
-            return ROW_PRIOR
+            return self.prior
         return self.extra_s / self.rows / self.step_s
+
+    def measured(self) -> float | None:
+        """The row cost this request measured, once it timed CARRY_ROWS rows; else None."""
+        return self.row_cost() if self.counted >= CARRY_ROWS else None
 
     def plain_step(self, seconds: float) -> None:
         """One pipelined plain step (one row) took `seconds`."""
@@ -95,6 +107,7 @@ class PassCosts:
             return  # a pass of more rows than a step, read in less time, partly ran before it was timed
         self.extra_s = (1 - EMA) * self.extra_s + seconds - steps * self.step_s
         self.rows = (1 - EMA) * self.rows + drafted
+        self.counted += drafted
 
 
 class Throughput:
@@ -167,9 +180,9 @@ class Drafter:
     measures drafting as not paying.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, carried_row_cost: float | None = None) -> None:
         self.hits, self.misses = PRIOR
-        self.costs = PassCosts()
+        self.costs = PassCosts(carried_row_cost)
         self.throughput = Throughput()
         self.drafted = 0  # tokens fed to the model as drafts
         self.accepted = 0  # of those, tokens the model agreed with

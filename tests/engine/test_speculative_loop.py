@@ -94,6 +94,7 @@ def decode(
     cancel_at=None,
     timeout_at=None,
     extra_cache=(),
+    row_cost=None,
 ):
     request = ChatRequest(
         [{"role": "user", "content": "x"}],
@@ -122,7 +123,7 @@ def decode(
             return logits
 
         request.logits_processors.append(expire)
-    decoder = Decoder(model, Tokenizer(), request, stream, session, float("inf"), draft=draft)
+    decoder = Decoder(model, Tokenizer(), request, stream, session, float("inf"), draft, row_cost=row_cost)
     decoder.clock = getattr(model, "clock", Decoder.clock)
     decoders.append(decoder)
     outcome = decoder.run(list(prompt), max_tokens, seed)
@@ -270,6 +271,15 @@ def test_forced_drafts_hold_when_right_and_change_nothing_when_wrong(temperature
     never = Forcing(lambda t: [1])
     plain_off = decode(Bigram(cycle_table(0.9)), prompt=prompt, draft=False, max_tokens=30, processors=[never])
     assert plain_off[0].drafted == 0  # a request without drafts never asks
+
+
+def test_a_row_cost_carried_from_the_last_request_keeps_lookup_drafts_off_where_rows_cost_a_step():
+    plain = decode(Bigram(cycle_table(0.9)), draft=False, max_tokens=40)
+    model = Bigram(cycle_table(0.9))
+    carried = decode(model, max_tokens=40, row_cost=1.0)
+    assert carried[1] == plain[1] and carried[0].drafted == 0  # the same answer, in plain steps
+    assert model.rows - (len(PROMPT) - 1) == model.passes - 1
+    assert decode(Bigram(cycle_table(0.9)), max_tokens=40, row_cost=0.1)[0].drafted > 10  # cheap: as without
 
 
 def test_drafting_stays_off_when_the_answer_copies_nothing():

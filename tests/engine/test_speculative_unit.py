@@ -3,7 +3,7 @@
 import mlx.core as mx
 import numpy as np
 from squish.engine.sampling import choose, top_p_filter
-from squish.engine.speculative import K_MAX, REPROBE, Drafter, PromptLookup, Throughput
+from squish.engine.speculative import K_MAX, REPROBE, ROW_PRIOR, Drafter, PassCosts, PromptLookup, Throughput
 
 
 def test_lookup_takes_the_continuation_of_the_longest_latest_match():
@@ -51,6 +51,24 @@ def test_draft_length_follows_acceptance_and_the_cost_of_a_row():
     cheap.predicted(1, 1)
     assert 0 < cheap.best() < K_MAX  # a lower rate: a shorter draft pays best
     assert cheap.drafted == 4 and cheap.accepted == 4
+
+
+def test_a_dear_row_cost_carries_into_the_next_request_and_a_cheap_one_does_not():
+    costs = PassCosts()
+    costs.plain_step(0.1)
+    costs.checked(2, 0.3)  # each extra row cost a whole step, as on MLX's stock CPU path
+    assert costs.measured() is None  # two rows are too few to tell the next request
+    costs.checked(2, 0.3)
+    carried = costs.measured()
+    assert abs(carried - 1.0) < 1e-9
+    warned, fresh = Drafter(carried), Drafter()
+    for drafter in (warned, fresh):
+        drafter.plain_step(0.1)
+        drafter.predicted(20)  # the answer copies
+    assert warned.limit() == 0  # it knows before any draft that rows cost a step
+    assert fresh.limit() > 0  # without it, a request pays for drafts to find that out
+    assert PassCosts(0.1).row_cost() == ROW_PRIOR  # a cheaper cost is not carried: drafts ramp up as before
+    assert PassCosts(None).row_cost() == ROW_PRIOR
 
 
 def test_rows_as_dear_as_steps_never_pay():
