@@ -18,6 +18,7 @@ EMA = 0.3  # weight of the newest time measurement
 MARGIN = 1.05  # drafts must promise this speed-up over plain decoding
 REPROBE = 32  # plain steps after drafting turned off before one short draft tries again
 REPROBE_MAX = 512  # the wait doubles after each probe that does not pay, up to this
+STREAK = 3  # right predictions in a row that make drafting, while off, try again at once
 
 
 class PromptLookup:
@@ -119,7 +120,10 @@ class Throughput:
     kept tokens for fewer seconds each than plain steps did (running means; a pass read in
     less than the plain steps it covers partly ran before it was timed and is not counted).
     Once off, it tries again after `wait` plain steps with a one-token draft, so a later stretch
-    of copying can turn it back on; a probe that does not pay doubles the wait. `saved` is the
+    of copying can turn it back on; a probe that does not pay doubles the wait. The Drafter
+    probes sooner when the lookup's predictions come true STREAK times in a row (a copied
+    stretch has begun: a rewritten file diverges from its original for a line, then copies the
+    next one). `saved` is the
     time drafting saved so far (since the last probe): a draft may risk no more rows than it
     pays for, so a draft that fails loses at most what drafting gained.
     """
@@ -147,7 +151,11 @@ class Throughput:
         if not self.pays():
             self.waited += 1
             if self.waited >= self.wait:
-                self.draft_s, self.saved, self.waited, self.probing = None, 0.0, 0, True
+                self.probe()
+
+    def probe(self) -> None:
+        """Measure drafting afresh, from a one-token draft (`cap` grows with what it saves)."""
+        self.draft_s, self.saved, self.waited, self.probing = None, 0.0, 0, True
 
     def pass_done(self, steps: int, kept: int, seconds: float) -> None:
         """A drafting pass, with the plain steps it was queued behind (`steps` steps' time in all
@@ -177,7 +185,7 @@ class Drafter:
     or not (a prediction not drafted costs nothing to check), so drafting starts when the answer
     starts copying and stops when it stops. k is the best such length when it promises at least
     MARGIN over plain decoding, else 0; and at most what `Throughput` measured to pay, 0 while it
-    measures drafting as not paying.
+    measures drafting as not paying, until STREAK right predictions in a row make it probe.
     """
 
     def __init__(self, carried_row_cost: float | None = None) -> None:
@@ -186,6 +194,7 @@ class Drafter:
         self.throughput = Throughput()
         self.drafted = 0  # tokens fed to the model as drafts
         self.accepted = 0  # of those, tokens the model agreed with
+        self.streak = 0  # the lookup's latest predictions that came true, in a row
 
     def rate(self) -> float:
         return self.hits / (self.hits + self.misses)
@@ -212,6 +221,9 @@ class Drafter:
         """Outcomes of predictions: `right` tokens in a row as predicted, then `wrong` (0 or 1) not."""
         for outcome in [True] * right + [False] * wrong:
             self.hits, self.misses = DECAY * self.hits + outcome, DECAY * self.misses + (not outcome)
+        self.streak = 0 if wrong else self.streak + right
+        if self.streak >= STREAK and not self.throughput.pays():
+            self.throughput.probe()
 
     def plain_step(self, seconds: float) -> None:
         self.costs.plain_step(seconds)

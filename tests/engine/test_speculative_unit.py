@@ -3,7 +3,7 @@
 import mlx.core as mx
 import numpy as np
 from squish.engine.sampling import choose, top_p_filter
-from squish.engine.speculative import K_MAX, REPROBE, ROW_PRIOR, Drafter, PassCosts, PromptLookup, Throughput
+from squish.engine.speculative import K_MAX, REPROBE, ROW_PRIOR, STREAK, Drafter, PassCosts, PromptLookup, Throughput
 
 
 def test_lookup_takes_the_continuation_of_the_longest_latest_match():
@@ -184,6 +184,29 @@ def test_a_probe_after_plain_steps_turns_drafting_back_on_when_it_pays():
     assert drafter.limit() == 1  # the probe: one drafted token
     drafter.checked(1, 1, 0.12)  # the answer copies now: 2 tokens in 0.12 s
     assert drafter.limit() == 2
+
+
+def test_predictions_right_streak_times_in_a_row_probe_at_once():
+    drafter = Drafter()
+    copying(drafter)
+    drafter.checked(1, 0, 0.14)  # off: a rewritten line the lookup did not foresee
+    drafter.predicted(0, 1)
+    drafter.plain_step(0.1)
+    drafter.predicted(STREAK - 1)
+    assert drafter.limit() == 0
+    drafter.predicted(1)  # the next line copies the original again
+    assert drafter.limit() == 1  # the probe, long before REPROBE plain steps
+    drafter.checked(1, 1, 0.12)
+    assert drafter.limit() == 2
+
+
+def test_a_wrong_prediction_breaks_the_streak():
+    drafter = Drafter()
+    copying(drafter)
+    drafter.checked(1, 0, 0.14)
+    drafter.predicted(STREAK - 1, 1)
+    drafter.predicted(STREAK - 1)
+    assert drafter.streak == STREAK - 1 and drafter.limit() == 0
 
 
 def test_a_probe_that_does_not_pay_doubles_the_wait():
