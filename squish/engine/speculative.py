@@ -19,6 +19,7 @@ MARGIN = 1.05  # drafts must promise this speed-up over plain decoding
 REPROBE = 32  # plain steps after drafting turned off before one short draft tries again
 REPROBE_MAX = 512  # the wait doubles after each probe that does not pay, up to this
 STREAK = 3  # right predictions in a row that make drafting, while off, try again at once
+REMEASURES = 3  # one-row drafts a request may spend to re-measure a carried row cost
 
 
 class PromptLookup:
@@ -72,7 +73,12 @@ class PassCosts:
     CPU path a row costs about a step, and without it every request would pay for a few drafts
     to find that out again. A lower cost is not carried (a short prior ramps drafts up before the
     acceptance rate is known, which measured worse), so a request that measured rows as dear
-    lowers the next one's prior back as soon as it measures them cheap again.
+    lowers the next one's prior back as soon as it measures them cheap again. It measures them
+    again with one-row drafts when the lookup predicts well, up to REMEASURES of them until one
+    is counted (Drafter.limit): a carried cost that forbids every draft would otherwise never be
+    measured again, and one slow reading (a pass the OS descheduled) would keep drafts off for
+    every later request. A pass timed with the step it rode on is not counted when the two read
+    faster than two steps, which a one-row draft often does, hence more than one.
 
     A pass is timed from the read before it, so a pass checked right after a pipelined step can
     look cheaper than it was (part of it ran before the timing began): one read in less than a
@@ -92,6 +98,10 @@ class PassCosts:
         if not self.rows or not self.step_s:
             return self.prior
         return self.extra_s / self.rows / self.step_s
+
+    def carried(self) -> bool:
+        """Whether the row cost in force is the last request's, not yet measured in this one."""
+        return not self.rows and self.prior > ROW_PRIOR
 
     def measured(self) -> float | None:
         """The row cost this request measured, once it timed CARRY_ROWS rows; else None."""
@@ -195,6 +205,7 @@ class Drafter:
         self.drafted = 0  # tokens fed to the model as drafts
         self.accepted = 0  # of those, tokens the model agreed with
         self.streak = 0  # the lookup's latest predictions that came true, in a row
+        self.remeasures = 0  # rows drafted to re-measure the carried row cost
 
     def rate(self) -> float:
         return self.hits / (self.hits + self.misses)
@@ -202,8 +213,11 @@ class Drafter:
     def limit(self) -> int:
         if not self.throughput.pays():
             return 0
+        best = self.best()
+        if not best and self.costs.carried() and self.remeasures < REMEASURES and self.streak >= STREAK:
+            best = 1  # re-measure the carried cost with one row, or a dear reading locks drafts out for good
         step_s = self.costs.step_s or 0.0
-        return min(self.best(), self.throughput.cap(self.costs.row_cost() * step_s))
+        return min(best, self.throughput.cap(self.costs.row_cost() * step_s))
 
     def best(self) -> int:
         """The draft length the acceptance rate and the row-cost model promise the most speed for."""
@@ -235,6 +249,7 @@ class Drafter:
         `riding` plain steps read while the pass was queued behind them (one token each)."""
         self.drafted += drafted
         self.accepted += accepted
+        self.remeasures += drafted > 0 and self.costs.carried()
         if seconds is None:
             return
         self.costs.checked(drafted, seconds, riding)

@@ -3,7 +3,7 @@
 import mlx.core as mx
 import numpy as np
 from squish.engine.sampling import choose, top_p_filter
-from squish.engine.speculative import K_MAX, REPROBE, ROW_PRIOR, STREAK, Drafter, PassCosts, PromptLookup, Throughput
+from squish.engine.speculative import K_MAX, REMEASURES, REPROBE, ROW_PRIOR, STREAK, Drafter, PassCosts, PromptLookup, Throughput
 
 
 def test_lookup_takes_the_continuation_of_the_longest_latest_match():
@@ -65,10 +65,36 @@ def test_a_dear_row_cost_carries_into_the_next_request_and_a_cheap_one_does_not(
     for drafter in (warned, fresh):
         drafter.plain_step(0.1)
         drafter.predicted(20)  # the answer copies
-    assert warned.limit() == 0  # it knows before any draft that rows cost a step
+    assert warned.best() == 0  # it knows before any draft that rows cost a step
+    assert warned.limit() == 1  # one row re-measures it: the carried reading may have been a slow pass
+    warned.checked(1, 1, 0.2)  # it was right: a row costs a step
+    assert warned.limit() == 0
     assert fresh.limit() > 0  # without it, a request pays for drafts to find that out
     assert PassCosts(0.1).row_cost() == ROW_PRIOR  # a cheaper cost is not carried: drafts ramp up as before
     assert PassCosts(None).row_cost() == ROW_PRIOR
+
+
+def test_a_carried_row_cost_waits_for_right_predictions_and_yields_to_a_cheap_reading():
+    drafter = Drafter(1.0)
+    drafter.plain_step(0.1)
+    drafter.predicted(STREAK - 1)
+    assert drafter.limit() == 0  # no streak yet: no row spent on re-measuring
+    drafter.predicted(1)
+    assert drafter.limit() == 1
+    drafter.checked(1, 1, 0.12)  # rows are cheap now (a reading of 1.0 was a slow pass)
+    assert drafter.costs.row_cost() < 0.5 and not drafter.costs.carried()
+    drafter.predicted(10)
+    assert drafter.best() > 1
+
+
+def test_re_measuring_a_carried_row_cost_spends_at_most_remeasures_rows_a_request():
+    drafter = Drafter(1.0)
+    drafter.plain_step(0.1)
+    drafter.predicted(20)
+    for _ in range(REMEASURES):
+        assert drafter.limit() == 1
+        drafter.checked(1, 1, None)  # read with nothing to time it against: not counted
+    assert drafter.costs.carried() and drafter.limit() == 0
 
 
 def test_rows_as_dear_as_steps_never_pay():
