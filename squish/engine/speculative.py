@@ -133,9 +133,8 @@ class Throughput:
     of copying can turn it back on; a probe that does not pay doubles the wait. The Drafter
     probes sooner when the lookup's predictions come true STREAK times in a row (a copied
     stretch has begun: a rewritten file diverges from its original for a line, then copies the
-    next one). `saved` is the
-    time drafting saved so far (since the last probe): a draft may risk no more rows than it
-    pays for, so a draft that fails loses at most what drafting gained.
+    next one). `saved` is the time drafting saved so far (since the last probe): a draft may
+    risk no more rows than it pays for, so a draft that fails loses at most what drafting gained.
     """
 
     def __init__(self) -> None:
