@@ -3,7 +3,17 @@
 import mlx.core as mx
 import numpy as np
 from squish.engine.sampling import choose, top_p_filter
-from squish.engine.speculative import K_MAX, REMEASURES, REPROBE, ROW_PRIOR, STREAK, Drafter, PassCosts, PromptLookup, Throughput
+from squish.engine.speculative import (
+    K_MAX,
+    REMEASURES,
+    REPROBE,
+    ROW_PRIOR,
+    STREAK,
+    Drafter,
+    PassCosts,
+    PromptLookup,
+    Throughput,
+)
 
 
 def test_lookup_takes_the_continuation_of_the_longest_latest_match():
