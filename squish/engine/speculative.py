@@ -8,7 +8,10 @@ while the seconds per kept token it measures for drafting passes are not below p
 pass; docs/speculative.md has the whole design.
 """
 
-NGRAMS = (4, 3, 2)  # match lengths, longest first
+# Match lengths, longest first. The long ones choose among the places a short n-gram recurs (a
+# line start, "def", a closing bracket) the one whose context agrees longest; with (4, 3, 2)
+# alone the latest one won. Measured on the file rewrite: decode 1.20x -> 1.35x plain (p 0.008).
+NGRAMS = (12, 8, 6, 4, 3, 2)
 K_MAX = 16  # drafted tokens in one pass at most
 DECAY = 0.85  # weight of the older prediction outcomes at each new one (~7 recent ones count)
 PRIOR = (1.0, 1.0)  # pseudo-counts of hits and misses before any outcome is seen

@@ -26,6 +26,14 @@ def test_lookup_takes_the_continuation_of_the_longest_latest_match():
     assert PromptLookup([]).draft(4) == []
 
 
+def test_a_longer_agreeing_context_beats_a_later_shorter_match():
+    # (3, 4, 5, 6) last went on with 8, but the six tokens before the end last went on with 7:
+    # a rewritten file's "def" or line start recurs, the longer context says which one comes next
+    lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 9, 3, 4, 5, 6, 8, 1, 2, 3, 4, 5, 6])
+    assert lookup.draft(2) == [7, 9]
+    assert PromptLookup([9, 3, 4, 5, 6, 8, 1, 3, 4, 5, 6]).draft(1) == [8]  # only the 4-gram agrees
+
+
 def test_the_context_end_is_never_its_own_match_and_a_run_repeats_its_period():
     lookup = PromptLookup([8, 8, 8, 8, 8])
     assert lookup.draft(4) == [8, 8, 8, 8]
