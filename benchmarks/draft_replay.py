@@ -3,8 +3,10 @@
 benchmarks/speculative.py times drafts; this explains its figures. For each task it takes the
 model's greedy answer as token ids (mlx-lm on the engine's kernels, cut where the engine would
 end it: EOS, the repetition guard, --max-tokens), then replays the answer pass by pass, with a
-plain step costing 1 and a pass of k drafts 1 + row * k (row: an extra row's cost in steps, about
-0.2-0.3 on the native CPU kernels and 0.9 on MLX's stock CPU path). Three ways to draft:
+plain step costing 1 and a pass of k drafts fixed + row * k (row: an extra row's cost in steps,
+about 0.3 on the native CPU kernels timed alone and 0.9 on MLX's stock CPU path; fixed: 1 by
+default; the passes the engine's decode loop timed on the native kernels during edit fit fixed
+0.7 and row 0.44, see docs/speculative.md). Three ways to draft:
 
 - `rule`: squish.engine.speculative's Drafter as the code has it, fed every prediction's outcome
   and every step's and pass's modelled seconds (plain steps are not pipelined here, and forced
@@ -17,7 +19,7 @@ It reports, per task and row cost, the modelled speed-up (tokens over cost), the
 drafted and kept tokens. Nothing here is timed, so there are no warm-ups or spreads: the numbers
 are exact for the answer and the model of costs.
 
-    uv run python benchmarks/draft_replay.py [--max-tokens 256] [--tasks edit,quote] [--rows 0.2,0.3,0.9]
+    uv run python benchmarks/draft_replay.py [--max-tokens 256] [--tasks edit,quote] [--rows 0.2,0.3,0.9] [--fixed 1.0]
 
 Results are appended to benchmarks/results/<timestamp>_draft-replay.json.
 """
@@ -73,7 +75,7 @@ def greedy_answers(names: list[str], max_tokens: int) -> tuple[str, dict]:
     return kernels, out
 
 
-def replay(prompt: list[int], answer: list[int], way: str, row: float) -> dict:
+def replay(prompt: list[int], answer: list[int], way: str, row: float, fixed: float = 1.0) -> dict:
     lookup = PromptLookup(prompt)
     drafter = Drafter()
     i, cost, passes, drafted, kept = 0, 0.0, 0, 0, 0
@@ -96,7 +98,7 @@ def replay(prompt: list[int], answer: list[int], way: str, row: float) -> dict:
             lookup.append(answer[i])
             i += 1
             continue
-        seconds = 1.0 + row * len(drafts)
+        seconds = fixed + row * len(drafts)
         drafter.predicted(right, int(right < len(drafts)))
         drafter.checked(len(drafts), right, seconds)
         cost, passes, drafted, kept = cost + seconds, passes + 1, drafted + len(drafts), kept + right
@@ -110,6 +112,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names (default: all)")
     parser.add_argument("--rows", default="0.2,0.3,0.9", help="extra-row costs in plain steps to model")
+    parser.add_argument("--fixed", type=float, default=1.0, help="a checked pass's cost beside its rows, in steps")
     parser.add_argument("--results-dir", default="benchmarks/results")
     args = parser.parse_args()
     names = args.tasks.split(",")
@@ -121,7 +124,7 @@ def main() -> int:
     table = {
         name: {
             "answer_tokens": len(a["answer"]),
-            "rows": {str(row): {way: replay(a["prompt"], a["answer"], way, row) for way in ways} for row in rows},
+            "rows": {str(row): {way: replay(a["prompt"], a["answer"], way, row, args.fixed) for way in ways} for row in rows},
         }
         for name, a in answers.items()
     }
@@ -130,7 +133,7 @@ def main() -> int:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit(),
         "kernels": kernels,
-        "plan": {"max_tokens": args.max_tokens, "rows": rows},
+        "plan": {"max_tokens": args.max_tokens, "rows": rows, "fixed": args.fixed},
         "hardware": describe(),
         "tasks": table,
         "answers": answers,
