@@ -216,6 +216,17 @@ def test_a_pass_timed_with_the_plain_step_it_was_queued_behind_counts_both():
     assert round(t.draft_s, 9) == 0.08
 
 
+def test_a_pass_timed_with_the_steps_it_rode_on_can_raise_the_row_cost_but_never_lower_it():
+    costs = PassCosts()
+    costs.plain_step(0.2)
+    costs.checked(1, 2 * 0.2 + 0.014, riding=1)  # the pair read the row as nearly free
+    assert costs.row_cost() == ROW_PRIOR and costs.counted == 0
+    costs.checked(1, 2 * 0.2 + 0.18, riding=1)  # read dearer than the prior: at least that dear
+    assert round(costs.row_cost(), 9) == 0.9
+    costs.checked(2, 0.2 + 2 * 0.04)  # a pass timed on its own lowers it
+    assert costs.row_cost() < 0.9 and costs.counted == 3
+
+
 def test_a_probe_after_plain_steps_turns_drafting_back_on_when_it_pays():
     drafter = Drafter()
     copying(drafter)
