@@ -123,9 +123,10 @@ class PassCosts:
         steps = 1 + riding
         if self.step_s is None or not drafted or seconds < steps * self.step_s:
             return  # a pass of more rows than a step, read in less time, partly ran before it was timed
-        if riding and (seconds - steps * self.step_s) / drafted / self.step_s < self.row_cost():
+        extra = seconds - steps * self.step_s
+        if riding and extra / drafted / self.step_s < self.row_cost():
             return  # the steps it rode on began before the timing did: a lower bound, only raises
-        self.extra_s = (1 - EMA) * self.extra_s + seconds - steps * self.step_s
+        self.extra_s = (1 - EMA) * self.extra_s + extra
         self.rows = (1 - EMA) * self.rows + drafted
         self.counted += drafted
 
