@@ -154,6 +154,23 @@ def test_many_rows_batched_shapes_bias_and_residual():
     assert np.abs(np.array(y) - ref).max() < 2e-3 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("bits", [4, 8])
+@needs_native
+def test_a_row_is_the_same_in_a_pass_of_many_as_alone(isa, name, bits):
+    # Speculative decoding checks drafts in one pass of up to 17 rows and keeps the tokens a
+    # one-row step would have produced: each row's sums must not depend on the tile it lands in
+    # (1-4 rows of x against 1-4 weight rows) or on how the outputs are reduced.
+    squish_native.set_isa(name)
+    wq, scales, biases = quantized(70, 576, bits, 32, seed=12)  # 70: every weight-row tail too
+    x = activations(17, 576, seed=13)
+    alone = [np.array(squish_native.quantized_matmul(mx.array(x[i : i + 1]), wq, scales, biases, 32, bits)) for i in range(17)]
+    for m in range(2, 18):
+        together = np.array(squish_native.quantized_matmul(mx.array(x[:m]), wq, scales, biases, 32, bits))
+        for i in range(m):
+            assert np.array_equal(together[i : i + 1], alone[i]), (name, bits, m, i)
+
+
 @needs_native
 def test_strided_input_is_read_correctly():
     wq, scales, biases = quantized(64, 576, 4, 32, seed=6)

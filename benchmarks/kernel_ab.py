@@ -1,0 +1,111 @@
+"""One kernel change, measured: the quantized matmul of a base commit's native/csrc/kernels.cpp
+against the working tree's, in one process.
+
+A Python extension can be loaded once per process, so two builds of squish-native cannot be
+interleaved there. This compiles both revisions of kernels.cpp into one small executable
+(benchmarks/kernel_ab.cpp, one namespace each, the flags of native/CMakeLists.txt for the ISA)
+and runs their matmuls on one thread, alternating which goes first, on the embedded model's
+shapes and pass sizes: 1 row (decode), 2-4 and 9-16 (drafts checked, prefill). Per case: >= 5
+warm-ups discarded, p50/p95/p99 and stddev of each side, the paired Wilcoxon p-value, and
+whether the outputs are bit for bit the same (a change of summation order shows here first).
+Results are appended to benchmarks/results/<timestamp>_kernel-ab.json.
+
+    uv run python benchmarks/kernel_ab.py --base HEAD [--isa avx512] [--runs 30]
+
+Needs git and a C++ compiler (CXX, else c++); shares native/csrc/common.h between the two
+sides, so a base whose common.h differs is refused.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from squish.cli.bench_results import commit, save
+from squish.cli.bench_stats import spread, wilcoxon
+from squish.models.hardware import describe
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRC = ROOT / "native" / "csrc"
+FLAGS = {  # as native/CMakeLists.txt compiles kernels.cpp for each ISA
+    "scalar": [],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c", "-mavx2"],
+}
+# (name, K, N, bits): the embedded model's fused q/k/v, o, gate/up and down projections, and the
+# tied 8-bit output head.
+SHAPES = [("qkv", 576, 960, 4), ("o", 576, 576, 4), ("gate_up", 576, 3072, 4), ("down", 1536, 576, 4),
+          ("head", 576, 49152, 8)]
+ROWS = [1, 2, 4, 9, 16]
+
+
+def git_show(rev: str, path: str) -> str:
+    out = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    if out.returncode:
+        raise SystemExit(f"kernel_ab: cannot read {path} at {rev}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def build(base: str, isa: str, work: Path) -> Path:
+    if git_show(base, "native/csrc/common.h") != (CSRC / "common.h").read_text():
+        raise SystemExit(f"kernel_ab: native/csrc/common.h differs at {base}; the two sides must share it")
+    cxx = os.environ.get("CXX") or shutil.which("c++") or "g++"
+    (work / "common.h").write_text((CSRC / "common.h").read_text())
+    (work / "kernel_a.cpp").write_text(git_show(base, "native/csrc/kernels.cpp"))
+    (work / "kernel_b.cpp").write_text((CSRC / "kernels.cpp").read_text())
+    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=c++20", f"-I{work}", *FLAGS[isa]]
+    for side in ("kernel_a", "kernel_b"):
+        cmd = [cxx, *flags, f"-DSQ_ISA={side}", f"-DSQ_ISA_{isa}=1", "-c", str(work / f"{side}.cpp"), "-o", str(work / f"{side}.o")]
+        subprocess.run(cmd, check=True, timeout=300)
+    exe = work / "kernel_ab"
+    subprocess.run([cxx, "-O2", "-std=c++20", f"-I{work}", str(ROOT / "benchmarks" / "kernel_ab.cpp"),
+                    str(work / "kernel_a.o"), str(work / "kernel_b.o"), "-o", str(exe)], check=True, timeout=300)
+    return exe
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="HEAD", help="the commit whose kernels.cpp is side a (default HEAD)")
+    parser.add_argument("--isa", choices=sorted(FLAGS), help="kernel path (default: the best this CPU runs)")
+    parser.add_argument("--runs", type=int, default=30, help="measured sweeps per side and case")
+    parser.add_argument("--warmup", type=int, default=5, help="discarded sweeps per side (at least 5)")
+    parser.add_argument("--results-dir", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    if args.warmup < 5:
+        parser.error("--warmup must be at least 5")
+    if args.isa is None:
+        import squish_native
+
+        if not squish_native.AVAILABLE:
+            raise SystemExit(f"kernel_ab: give --isa ({squish_native.reason})")
+        args.isa = squish_native.supported_isas()[0]
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="kernel-ab-") as tmp:
+        exe = build(args.base, args.isa, Path(tmp))
+        print(f"{args.base} (a) against the working tree (b), {args.isa}, one thread, {args.runs} runs")
+        print(f"{'shape':8} {'rows':>4} {'a p50 ms':>9} {'b p50 ms':>9} {'b/a':>6} {'p':>7}  identical")
+        for name, k, n, bits in SHAPES:
+            for m in ROWS:
+                out = subprocess.run([str(exe), str(k), str(n), str(bits), str(m), str(args.runs), str(args.warmup)],
+                                     capture_output=True, text=True, check=True, timeout=600)
+                run = json.loads(out.stdout)
+                a, b = spread(run["a_ms"]), spread(run["b_ms"])
+                test = wilcoxon(run["b_ms"], run["a_ms"])
+                case = {"shape": name, "K": k, "N": n, "bits": bits, "rows": m, "a_ms": a, "b_ms": b,
+                        "ratio_p50": b["p50"] / a["p50"], "wilcoxon": test, "runs": run,
+                        "identical": run["outputs_differing"] == 0}
+                cases.append(case)
+                print(f"{name:8} {m:>4} {a['p50']:9.3f} {b['p50']:9.3f} {case['ratio_p50']:6.3f} "
+                      f"{test['p_value']:7.2g}  {'yes' if case['identical'] else 'no, max ' + format(run['max_abs_diff'], '.3g')}")
+    result = {"name": "kernel-ab", "commit": commit(), "base": args.base, "isa": args.isa,
+              "plan": {"runs": args.runs, "warmup": args.warmup, "threads": 1}, "hardware": describe(), "cases": cases}
+    print(f"saved {save(result, args.results_dir, 'kernel-ab')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
