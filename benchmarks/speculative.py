@@ -1,12 +1,19 @@
 """Prompt-lookup drafts against plain decoding: same engine, model, prompts and run (issue 11).
 
 Each round runs a task twice, plain (`ChatRequest(draft=False)`) and with drafts (the default),
-in an order that alternates from round to round, greedy unless --temp is given; a task's rounds
+plain first in half the rounds, drafts first in the other half, in a shuffled (seeded) order,
+greedy unless --temp is given; a task's rounds
 run back to back in one session, so its prompt is prefilled once (decode is what is compared). Per
 task: decode tok/s p50/p95/p99 and stddev of both, the ratio of the medians, a Wilcoxon
 signed-rank p-value of the paired rates, how many rounds gave the same text token for token,
 and the drafts' acceptance. Bars: echo-heavy tasks >= 1.5x plain decoding with identical greedy
 output; tasks with nothing to copy >= 0.97x.
+
+Why shuffled: with the order strictly alternating (plain, drafts | drafts, plain | ...) the
+requests ran P D D P P D D P, so anything on the machine that came and went every four requests
+(about 10 s here) fell on one side every round. On 2026-12-02 two runs of story, which drafts
+almost nothing, read 0.95x (p 0.002, all 10 pairs below 1) and 1.05x (p 0.008, all 8 above),
+the per-request rates swinging with that period (docs/speculative.md).
 
     uv run python benchmarks/speculative.py [--runs 6] [--warmup 5] [--max-tokens 256] [--tasks edit,story]
     SQUISH_NATIVE=off uv run python benchmarks/speculative.py    # the stock MLX path
@@ -15,6 +22,7 @@ Results are appended to benchmarks/results/<timestamp>_speculative.json.
 """
 
 import argparse
+import random
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,15 +119,18 @@ def run(args) -> dict:
         print(f"warm-up {i + 1}/{args.warmup}", file=sys.stderr)
         generate(engine, warm, draft=bool(i % 2))
     rows = {name: [] for name in chosen}
+    rng = random.Random(args.order_seed)
     for name in chosen:
         # One session per task: its prompt is prefilled once and every later run reuses the KV cache
         # (trimmed back to the prompt), so a round costs its decoding, which is what is compared.
         kwargs = {**tasks[name][0], "session": f"speculative-{name}"}
-        for r in range(args.runs):
+        both = [(False, True), (True, False)]  # (plain, drafts) and (drafts, plain)
+        orders = both * (args.runs // 2) + [rng.choice(both)] * (args.runs % 2)
+        rng.shuffle(orders)
+        for r, order in enumerate(orders):
             print(f"{name}: round {r + 1}/{args.runs}", file=sys.stderr)
-            order = (False, True) if r % 2 == 0 else (True, False)
             sample = {("draft" if draft else "plain"): generate(engine, kwargs, draft) for draft in order}
-            rows[name].append({"round": r, **sample})
+            rows[name].append({"round": r, "first": "draft" if order[0] else "plain", **sample})
     engine.shutdown()
     return {
         "name": "speculative",
@@ -127,7 +138,8 @@ def run(args) -> dict:
         "commit": commit(),
         "model": info.name,
         "kernels": info.kernels,
-        "plan": {"runs": args.runs, "warmup": args.warmup, "max_tokens": args.max_tokens, "temperature": args.temp},
+        "plan": {"runs": args.runs, "warmup": args.warmup, "max_tokens": args.max_tokens, "temperature": args.temp,
+                 "order_seed": args.order_seed},
         "hardware": describe(),
         "tasks": {name: summarize(task_rows, tasks[name][1]) for name, task_rows in rows.items()},
         "samples": rows,
@@ -142,6 +154,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--temp", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
     parser.add_argument("--tasks", help="comma-separated task names (default: all)")
+    parser.add_argument("--order-seed", type=int, default=0, help="seed of the rounds' shuffled order")
     parser.add_argument("--results-dir", default="benchmarks/results")
     args = parser.parse_args()
     if args.warmup < 5:
