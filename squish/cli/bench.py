@@ -5,8 +5,10 @@ without them ("squish-plain"); a greedy answer is the same token for token eithe
 
 Every side decodes greedily from the same rendered prompt (the token ids of mlx_lm's chat
 template, which squish renders identically: the bench checks the counts). The sides alternate:
-each round runs every task on every side, and the order of the sides rotates from round to
-round, so drift in the machine's load spreads over all of them. Each side holds only its own
+each round runs every task on every side, each side first equally often, the rounds' orders
+shuffled (seeded): drift in the machine's load spreads over all of them, and a disturbance that
+recurs with a period cannot fall on one side every round, as one every four requests did with
+benchmarks/speculative.py's strict alternation (docs/speculative.md). Each side holds only its own
 model (the baselines run in processes of their own, squish.cli.bench_sides), so peak memory is
 each side's own. Times, as every side takes them: TTFT from the request to the first token,
 prefill tok/s as prompt tokens over that time, decode tok/s as (tokens - 1) over the time from
@@ -16,6 +18,7 @@ and a Wilcoxon signed-rank p-value (squish.cli.bench_stats).
 
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -175,9 +178,11 @@ def run(
                 progress(f"warm-up {i + 1}/{plan.warmup}: {name}")
                 sides[name](WARMUP, WARMUP_TOKENS)
         samples = []
-        for r in range(plan.runs):
+        offsets = [r % len(names) for r in range(plan.runs)]
+        random.Random(0).shuffle(offsets)
+        for r, offset in enumerate(offsets):
             for task in BENCH_TASKS:
-                for name in rotate(names, r):
+                for name in rotate(names, offset):
                     progress(f"round {r + 1}/{plan.runs}: {task.name} on {name}")
                     sample = sides[name](task, plan.max_tokens)
                     if sample.prompt_tokens != len(prompts[task.name]):
