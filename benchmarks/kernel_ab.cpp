@@ -1,6 +1,6 @@
-// Driver of benchmarks/kernel_ab.py: the quantized matmul of two builds of native/csrc/kernels.cpp
-// (namespaces sqn::kernel_a and sqn::kernel_b, one translation unit each), on one thread, timed
-// in alternating order on the same weights and activations.
+// Driver of benchmarks/kernel_ab.py: the quantized matmul of two builds of the kernel sources
+// (namespaces sqn::kernel_a and sqn::kernel_b), on one thread, timed in alternating order on the
+// same weights and activations.
 //
 //   kernel_ab K N BITS M RUNS WARMUP  ->  one JSON object on stdout
 #include <math.h>

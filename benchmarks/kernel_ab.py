@@ -1,8 +1,9 @@
-"""One kernel change, measured: the quantized matmul of a base commit's native/csrc/kernels.cpp
-against the working tree's, in one process.
+"""One kernel change, measured: the quantized matmul of a base commit's kernels against the
+working tree's, in one process.
 
 A Python extension can be loaded once per process, so two builds of squish-native cannot be
-interleaved there. This compiles both revisions of kernels.cpp into one small executable
+interleaved there. This compiles both revisions of the kernel sources (native/csrc/kernels_*.cpp,
+or kernels.cpp before they were split) into one small executable
 (benchmarks/kernel_ab.cpp, one namespace each, the flags of native/CMakeLists.txt for the ISA)
 and runs their matmuls on one thread, alternating which goes first, on the embedded model's
 shapes and pass sizes: 1 row (decode), 2-4 and 9-16 (drafts checked, prefill). Per case: >= 5
@@ -13,7 +14,7 @@ Results are appended to benchmarks/results/<timestamp>_kernel-ab.json.
     uv run python benchmarks/kernel_ab.py --base HEAD [--isa avx512] [--runs 30]
 
 Needs git and a C++ compiler (CXX, else c++); shares native/csrc/common.h between the two
-sides, so a base whose common.h differs is refused.
+sides, so a base whose common.h differs (in more than comments) is refused.
 """
 
 import argparse
@@ -31,7 +32,7 @@ from squish.models.hardware import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "native" / "csrc"
-FLAGS = {  # as native/CMakeLists.txt compiles kernels.cpp for each ISA
+FLAGS = {  # as native/CMakeLists.txt compiles the kernel sources for each ISA
     "scalar": [],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c", "-mavx2"],
@@ -43,33 +44,64 @@ SHAPES = [("qkv", 576, 960, 4), ("o", 576, 576, 4), ("gate_up", 576, 3072, 4), (
 ROWS = [1, 2, 4, 9, 16]
 
 
-def git_show(rev: str, path: str) -> str:
+# The per-ISA kernel sources, then and now: kernels.cpp until the split into these files.
+KERNEL_FILES = ["kernels.cpp", "kernels_qmm.cpp", "kernels_float.cpp", "kernels_isa.h"]
+
+
+def git_show(rev: str, path: str) -> str | None:
     out = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
-    if out.returncode:
-        raise SystemExit(f"kernel_ab: cannot read {path} at {rev}: {out.stderr.strip()}")
-    return out.stdout
+    return None if out.returncode else out.stdout
+
+
+def sources(rev: str | None) -> dict[str, str]:
+    """The kernel files of `rev` (None: the working tree), by name."""
+    found = {}
+    for name in KERNEL_FILES:
+        text = (CSRC / name).read_text() if rev is None and (CSRC / name).exists() else None
+        if rev is not None:
+            text = git_show(rev, f"native/csrc/{name}")
+        if text is not None:
+            found[name] = text
+    if not any(name.endswith(".cpp") for name in found):
+        raise SystemExit(f"kernel_ab: no kernel sources in native/csrc at {rev or 'the working tree'}")
+    return found
+
+
+def code(text: str) -> list[str]:
+    """The lines of a C++ header without its // comments and blank lines."""
+    return [kept for line in text.splitlines() if (kept := line.split("//")[0].strip())]
 
 
 def build(base: str, isa: str, work: Path) -> Path:
-    if git_show(base, "native/csrc/common.h") != (CSRC / "common.h").read_text():
+    common = (CSRC / "common.h").read_text()
+    if code(git_show(base, "native/csrc/common.h") or "") != code(common):
         raise SystemExit(f"kernel_ab: native/csrc/common.h differs at {base}; the two sides must share it")
     cxx = os.environ.get("CXX") or shutil.which("c++") or "g++"
-    (work / "common.h").write_text((CSRC / "common.h").read_text())
-    (work / "kernel_a.cpp").write_text(git_show(base, "native/csrc/kernels.cpp"))
-    (work / "kernel_b.cpp").write_text((CSRC / "kernels.cpp").read_text())
-    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=c++20", f"-I{work}", *FLAGS[isa]]
-    for side in ("kernel_a", "kernel_b"):
-        cmd = [cxx, *flags, f"-DSQ_ISA={side}", f"-DSQ_ISA_{isa}=1", "-c", str(work / f"{side}.cpp"), "-o", str(work / f"{side}.o")]
-        subprocess.run(cmd, check=True, timeout=300)
+    (work / "common.h").write_text(common)
+    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=c++20", *FLAGS[isa]]
+    objects = []
+    for side, rev in (("kernel_a", base), ("kernel_b", None)):
+        folder = work / side
+        folder.mkdir()
+        (folder / "common.h").write_text(common)
+        files = sources(rev)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        for name in files:
+            if name.endswith(".cpp"):
+                obj = folder / (name[:-4] + ".o")
+                cmd = [cxx, *flags, f"-I{folder}", f"-DSQ_ISA={side}", f"-DSQ_ISA_{isa}=1", "-c", str(folder / name), "-o", str(obj)]
+                subprocess.run(cmd, check=True, timeout=300)
+                objects.append(str(obj))
     exe = work / "kernel_ab"
-    subprocess.run([cxx, "-O2", "-std=c++20", f"-I{work}", str(ROOT / "benchmarks" / "kernel_ab.cpp"),
-                    str(work / "kernel_a.o"), str(work / "kernel_b.o"), "-o", str(exe)], check=True, timeout=300)
+    subprocess.run([cxx, "-O2", "-std=c++20", f"-I{work}", str(ROOT / "benchmarks" / "kernel_ab.cpp"), *objects, "-o", str(exe)],
+                   check=True, timeout=300)
     return exe
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", default="HEAD", help="the commit whose kernels.cpp is side a (default HEAD)")
+    parser.add_argument("--base", default="HEAD", help="the commit whose kernels are side a (default HEAD)")
     parser.add_argument("--isa", choices=sorted(FLAGS), help="kernel path (default: the best this CPU runs)")
     parser.add_argument("--runs", type=int, default=30, help="measured sweeps per side and case")
     parser.add_argument("--warmup", type=int, default=5, help="discarded sweeps per side (at least 5)")

@@ -1,5 +1,5 @@
 // Types shared by the per-ISA kernel objects and the MLX primitives. This header includes no
-// C++ standard library templates: kernels.cpp is compiled once per instruction set, and an
+// C++ standard library templates: the kernels_*.cpp are compiled once per instruction set, and an
 // inline library function instantiated there could be picked by the linker for the scalar
 // build (an ODR merge of code compiled with different -m flags).
 #pragma once
