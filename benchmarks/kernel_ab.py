@@ -11,7 +11,7 @@ warm-ups discarded, p50/p95/p99 and stddev of each side, the paired Wilcoxon p-v
 whether the outputs are bit for bit the same (a change of summation order shows here first).
 Results are appended to benchmarks/results/<timestamp>_kernel-ab.json.
 
-    uv run python benchmarks/kernel_ab.py --base HEAD [--isa avx512] [--runs 30]
+    uv run python benchmarks/kernel_ab.py --base HEAD [--isa avx512] [--runs 30] [--rows 1,2,4,9,16]
 
 Needs git and a C++ compiler (CXX, else c++); shares native/csrc/common.h between the two
 sides, so a base whose common.h differs (in more than comments) is refused.
@@ -103,12 +103,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="the commit whose kernels are side a (default HEAD)")
     parser.add_argument("--isa", choices=sorted(FLAGS), help="kernel path (default: the best this CPU runs)")
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="rows of x per case (default: 1,2,4,9,16)")
     parser.add_argument("--runs", type=int, default=30, help="measured sweeps per side and case")
     parser.add_argument("--warmup", type=int, default=5, help="discarded sweeps per side (at least 5)")
     parser.add_argument("--results-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     if args.warmup < 5:
         parser.error("--warmup must be at least 5")
+    try:
+        rows = [int(r) for r in args.rows.split(",")]
+    except ValueError:
+        parser.error(f"--rows must be comma-separated integers, got {args.rows!r}")
+    if not rows or min(rows) < 1:
+        parser.error("--rows must be at least 1")
     if args.isa is None:
         import squish_native
 
@@ -121,7 +128,7 @@ def main() -> int:
         print(f"{args.base} (a) against the working tree (b), {args.isa}, one thread, {args.runs} runs")
         print(f"{'shape':8} {'rows':>4} {'a p50 ms':>9} {'b p50 ms':>9} {'b/a':>6} {'p':>7}  identical")
         for name, k, n, bits in SHAPES:
-            for m in ROWS:
+            for m in rows:
                 out = subprocess.run([str(exe), str(k), str(n), str(bits), str(m), str(args.runs), str(args.warmup)],
                                      capture_output=True, text=True, check=True, timeout=600)
                 run = json.loads(out.stdout)
@@ -134,7 +141,7 @@ def main() -> int:
                 print(f"{name:8} {m:>4} {a['p50']:9.3f} {b['p50']:9.3f} {case['ratio_p50']:6.3f} "
                       f"{test['p_value']:7.2g}  {'yes' if case['identical'] else 'no, max ' + format(run['max_abs_diff'], '.3g')}")
     result = {"name": "kernel-ab", "commit": commit(), "base": args.base, "isa": args.isa,
-              "plan": {"runs": args.runs, "warmup": args.warmup, "threads": 1}, "hardware": describe(), "cases": cases}
+              "plan": {"runs": args.runs, "warmup": args.warmup, "threads": 1, "rows": rows}, "hardware": describe(), "cases": cases}
     print(f"saved {save(result, args.results_dir, 'kernel-ab')}", file=sys.stderr)
     return 0
 
