@@ -1,13 +1,12 @@
 """Prompt-lookup drafts against plain decoding: same engine, model, prompts and run (issue 11).
 
 Each round runs a task twice, plain (`ChatRequest(draft=False)`) and with drafts (the default),
-plain first in half the rounds, drafts first in the other half, in a shuffled (seeded) order,
-greedy unless --temp is given; a task's rounds
-run back to back in one session, so its prompt is prefilled once (decode is what is compared). Per
-task: decode tok/s p50/p95/p99 and stddev of both, the ratio of the medians, a Wilcoxon
-signed-rank p-value of the paired rates, how many rounds gave the same text token for token,
-and the drafts' acceptance. Bars: echo-heavy tasks >= 1.5x plain decoding with identical greedy
-output; tasks with nothing to copy >= 0.97x.
+plain first in half the rounds and drafts first in the other half, in a shuffled (seeded) order,
+greedy unless --temp is given; a task's rounds run back to back in one session, so its prompt is
+prefilled once (decode is what is compared). Per task: decode tok/s p50/p95/p99 and stddev of
+both, the ratio of the medians, a Wilcoxon signed-rank p-value of the paired rates, how many
+rounds gave the same text token for token, and the drafts' acceptance. Bars: echo-heavy tasks >=
+1.5x plain decoding with identical greedy output; tasks with nothing to copy >= 0.97x.
 
 Why shuffled: with the order strictly alternating (plain, drafts | drafts, plain | ...) the
 requests ran P D D P P D D P, so anything on the machine that came and went every four requests

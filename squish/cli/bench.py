@@ -8,8 +8,8 @@ template, which squish renders identically: the bench checks the counts). The si
 each round runs every task on every side, each side first equally often, the rounds' orders
 shuffled (seeded): drift in the machine's load spreads over all of them, and a disturbance that
 recurs with a period cannot fall on one side every round, as one every four requests did with
-benchmarks/speculative.py's strict alternation (docs/speculative.md). Each side holds only its own
-model (the baselines run in processes of their own, squish.cli.bench_sides), so peak memory is
+benchmarks/speculative.py's strict alternation (docs/speculative.md). Each side holds only its
+own model (the baselines run in processes of their own, squish.cli.bench_sides), so peak memory is
 each side's own. Times, as every side takes them: TTFT from the request to the first token,
 prefill tok/s as prompt tokens over that time, decode tok/s as (tokens - 1) over the time from
 the first token to the last. The decode comparison is paired by round: the ratio of medians
