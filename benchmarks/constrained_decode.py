@@ -1,7 +1,8 @@
 """Decode speed with tool-call constrained decoding active, against plain decoding, same run.
 
 Both sides use the same prompt, model, max_tokens and greedy sampling; runs alternate between
-the sides so that load on the machine hits both alike. The constrained side forces the reply
+the sides, each first in half the rounds in a shuffled order (round_orders), so that load on the
+machine hits both alike. The constrained side forces the reply
 into a tool call whose one argument is a long string (minLength far past max_tokens), so the
 llguidance mask is computed and applied on every generated token. Bar: constrained decode
 tok/s >= 90% of plain.
@@ -20,7 +21,7 @@ from pathlib import Path
 from squish.agent import constrain
 from squish.agent.tools import Tool
 from squish.cli.bench_results import save
-from squish.cli.bench_stats import percentile, spread
+from squish.cli.bench_stats import percentile, round_orders, spread
 from squish.engine.engine import ChatRequest, Engine
 from squish.models import store
 from squish.models.hardware import describe
@@ -109,12 +110,12 @@ def main() -> int:
         generate(engine, args.max_tokens, False)
         generate(engine, args.max_tokens, True)
     plain, constrained, tokens, busy = [], [], [], []
-    for i in range(args.runs):
+    for i, order in enumerate(round_orders([False, True], args.runs)):  # constrained?
         print(f"run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
-        tps, n, _ = generate(engine, args.max_tokens, False)
+        runs = {side: generate(engine, args.max_tokens, side) for side in order}
+        (tps, n, _), (tps_constrained, n_constrained, us) = runs[False], runs[True]
         plain.append(tps)
-        tps, n_constrained, us = generate(engine, args.max_tokens, True)
-        constrained.append(tps)
+        constrained.append(tps_constrained)
         tokens.append((n, n_constrained))
         busy.append(us)
     ratio = percentile(constrained, 50) / percentile(plain, 50)

@@ -1,7 +1,7 @@
 """Native CPU kernels against stock MLX, measured in the same process, interleaved.
 
-Two parts, both A/B with the order alternating every run (robust to a machine shared with
-other work; absolute numbers still move with the load, so read the ratios):
+Two parts, both A/B, each side first in half the runs in a shuffled order (robust to a machine
+shared with other work; absolute numbers still move with the load, so read the ratios):
   ops     each kernel against its stock MLX equivalent on the embedded model's shapes;
   model   the embedded model loaded twice, stock mlx-lm and squish's native path: prefill of a
           short and a ~500-token prompt, then greedy decode with the engine's pipelining
@@ -24,6 +24,7 @@ import mlx.nn as nn
 
 import squish_native
 from squish.cli.bench_results import save
+from squish.cli.bench_stats import round_orders
 from squish.engine import native
 from squish.models import store
 from squish.models.hardware import describe
@@ -93,9 +94,9 @@ def bench_ops(runs: int, reps: int) -> dict:
         r = max(1, reps // 20) if "m=128" in name or "49152" in name else reps
         timed(stock, 2), timed(fast, 2)
         a, b = [], []
-        for i in range(runs):
-            for side in ((stock, a), (fast, b)) if i % 2 == 0 else ((fast, b), (stock, a)):
-                side[1].append(timed(side[0], r))
+        for order in round_orders([(stock, a), (fast, b)], runs):
+            for fn, times in order:
+                times.append(timed(fn, r))
         out[name] = {"stock_ms": stats(a), "native_ms": stats(b), "speedup_p50": stats(a)["p50"] / stats(b)["p50"]}
         print(f"{name:38s} stock {out[name]['stock_ms']['p50']:8.3f} ms  native {out[name]['native_ms']['p50']:7.3f} ms"
               f"  x{out[name]['speedup_p50']:.1f}", flush=True)
@@ -135,8 +136,7 @@ def bench_model(home: Path | None, runs: int, warmup: int, tokens: int, labels: 
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
         sides = {"stock": stock, "native": fast}
         rows = {name: {"prefill_tps": [], "decode_tps": [], "ttft_ms": [], "peak_gb": []} for name in sides}
-        for i in range(warmup + runs):
-            order = list(sides) if i % 2 == 0 else list(reversed(list(sides)))
+        for i, order in enumerate(round_orders(list(sides), warmup + runs)):
             for name in order:
                 prefill, decode, ttft = generate(sides[name], ids, tokens)
                 if i >= warmup:

@@ -6,7 +6,7 @@
 Setup: `squish -p` with a first message of about 400 tokens (--first-words) in a fresh squish
 home that shares the models of the usual one; that saves the chat and its KV cache. Then, as
 the issue's bar states it, every measured run is a new process (so each continued run reads
-the cache from disk, as after a restart), run in interleaved rounds whose order rotates:
+the cache from disk, as after a restart), run in interleaved rounds (rotations in a shuffled order):
 
 - continued:  `squish -c --no-save --json -p "one more question"`: the chat, from its saved cache;
 - fresh:      `squish --no-save --json -p "one more question"`: the same line as a new chat;
@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from squish.cli.bench_results import save
-from squish.cli.bench_stats import percentile
+from squish.cli.bench_stats import percentile, round_orders
 from squish.cli.bench_sides import mlx_lm_worker
 from squish.engine.engine import ChatRequest, Engine
 from squish.models.hardware import describe
@@ -143,11 +143,10 @@ def make_home(home: Path, models: Path) -> Path:
 
 
 def interleaved(sides: dict, warmup: int, runs: int, progress) -> dict[str, list[dict]]:
-    """Run each side warmup + runs times in rounds whose order rotates; returns the measured outputs."""
+    """Run each side warmup + runs times in interleaved rounds (round_orders); returns the measured outputs."""
     names = list(sides)
     measured: dict[str, list[dict]] = {name: [] for name in names}
-    for round_ in range(warmup + runs):
-        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+    for round_, order in enumerate(round_orders(names, warmup + runs)):
         outputs = {name: sides[name]() for name in order}
         if round_ >= warmup:
             for name, out in outputs.items():

@@ -21,7 +21,6 @@ Results are appended to benchmarks/results/<timestamp>_speculative.json.
 """
 
 import argparse
-import random
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +29,7 @@ from squish.agent import constrain
 from squish.agent.prompt import call_text, system_prompt
 from squish.agent.tools import builtin_tools
 from squish.cli.bench_results import commit, save
-from squish.cli.bench_stats import spread, wilcoxon
+from squish.cli.bench_stats import round_orders, spread, wilcoxon
 from squish.cli.bench_tasks import EDIT, LETTER, LONG, QUOTE, SHORT, SOURCE, STORY, WARMUP
 from squish.engine.engine import ChatRequest, Engine
 from squish.models import store
@@ -118,15 +117,11 @@ def run(args) -> dict:
         print(f"warm-up {i + 1}/{args.warmup}", file=sys.stderr)
         generate(engine, warm, draft=bool(i % 2))
     rows = {name: [] for name in chosen}
-    rng = random.Random(args.order_seed)
     for name in chosen:
         # One session per task: its prompt is prefilled once and every later run reuses the KV cache
         # (trimmed back to the prompt), so a round costs its decoding, which is what is compared.
         kwargs = {**tasks[name][0], "session": f"speculative-{name}"}
-        both = [(False, True), (True, False)]  # (plain, drafts) and (drafts, plain)
-        orders = both * (args.runs // 2) + [rng.choice(both)] * (args.runs % 2)
-        rng.shuffle(orders)
-        for r, order in enumerate(orders):
+        for r, order in enumerate(round_orders([False, True], args.runs, args.order_seed)):  # draft?
             print(f"{name}: round {r + 1}/{args.runs}", file=sys.stderr)
             sample = {("draft" if draft else "plain"): generate(engine, kwargs, draft) for draft in order}
             rows[name].append({"round": r, "first": "draft" if order[0] else "plain", **sample})

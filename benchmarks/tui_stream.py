@@ -5,8 +5,8 @@
 
 One engine and one loaded model serve both sides. The app runs headless under
 `App.run_test` (a real Textual event loop, compositor and widgets, no terminal).
-Headless and TUI runs alternate, and each measured pair swaps its order, so drift in
-machine load falls on both sides. Then a few more TUI runs press a key every 150 ms
+Headless and TUI runs alternate, each first in half the pairs in a shuffled order
+(round_orders), so drift in machine load falls on both sides. Then a few more TUI runs press a key every 150 ms
 during generation and time each until the prompt shows it.
 
 Render cost per token is the UI thread's CPU time (time.thread_time) between token
@@ -29,7 +29,7 @@ from pathlib import Path
 from textual import events
 
 from squish.cli.bench_results import commit, save
-from squish.cli.bench_stats import percentile, spread
+from squish.cli.bench_stats import percentile, round_orders, spread
 from squish.engine.engine import ChatRequest, Engine
 from squish.models.hardware import describe
 from squish.history import History
@@ -106,15 +106,16 @@ async def tui_turn(pilot, timeout: float = 600.0, keys: list[float] | None = Non
     screen = pilot.app.chat_screen
     await screen.run_command("/new")
     screen.prompt.load_text(PROMPT)
-    await pilot.press("enter")
+    before = screen.last_stats
+    # pilot.press returns once the screen has no messages left to handle, which while tokens
+    # stream in is after the whole turn: press in a task, and wait for the turn's stats.
+    press = asyncio.create_task(pilot.press("enter"))
     deadline = time.monotonic() + timeout
-    while not screen.busy:
-        await asyncio.sleep(0.005)
     next_key = time.monotonic() + KEY_INTERVAL_S
-    while screen.busy:
+    while screen.busy or screen.last_stats is before:
         if time.monotonic() > deadline:
             raise SystemExit("a TUI run timed out")
-        if keys is not None and time.monotonic() >= next_key and screen.answer is not None and screen.answer.text:
+        if keys is not None and screen.busy and time.monotonic() >= next_key and screen.answer is not None and screen.answer.text:
             before = len(screen.prompt.text)
             sent = time.perf_counter()
             pilot.app._driver.send_message(events.Key("x", "x"))
@@ -123,6 +124,7 @@ async def tui_turn(pilot, timeout: float = 600.0, keys: list[float] | None = Non
             keys.append((time.perf_counter() - sent) * 1000)
             next_key = time.monotonic() + KEY_INTERVAL_S
         await asyncio.sleep(0.01)
+    await press
     screen.prompt.clear()
     stats = screen.last_stats
     if stats is None or stats.finish_reason not in ("stop", "length"):
@@ -172,9 +174,9 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
                 await tui_turn(pilot)
             log.take()
             plain, tui, batch_runs, frames = [], [], [], []
-            for i in range(args.runs):
+            for i, order in enumerate(round_orders(["headless", "tui"], args.runs)):
                 print(f"run {i + 1}/{args.runs}", file=sys.stderr)
-                for side in ("headless", "tui") if i % 2 == 0 else ("tui", "headless"):
+                for side in order:
                     if side == "headless":
                         plain.append(headless(engine, args.max_tokens))
                     else:

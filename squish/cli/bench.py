@@ -18,7 +18,6 @@ and a Wilcoxon signed-rank p-value (squish.cli.bench_stats).
 
 import json
 import os
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .bench_results import commit, save
-from .bench_stats import spread, wilcoxon
+from .bench_stats import round_orders, spread, wilcoxon
 from .bench_tasks import BENCH_TASKS, SYSTEM, WARMUP
 from .parser import UsageError, bench_parser
 
@@ -57,11 +56,6 @@ class Plan:
 QUICK = Plan(warmup=5, runs=6, max_tokens=64, turns=3, turn_tokens=8)
 FULL = Plan(warmup=5, runs=20, max_tokens=128, turns=10, turn_tokens=16)
 WARMUP_TOKENS = 4
-
-
-def rotate(items: list, by: int) -> list:
-    by %= len(items)
-    return items[by:] + items[:by]
 
 
 def summarize_side(rows: list[dict]) -> dict:
@@ -173,16 +167,14 @@ def run(
 
         names = ["squish", "squish-plain", *workers]
         sides = {name: side(name) for name in names}
-        for i in range(plan.warmup):
-            for name in rotate(names, i):
+        for i, order in enumerate(round_orders(names, plan.warmup)):
+            for name in order:
                 progress(f"warm-up {i + 1}/{plan.warmup}: {name}")
                 sides[name](WARMUP, WARMUP_TOKENS)
         samples = []
-        offsets = [r % len(names) for r in range(plan.runs)]
-        random.Random(0).shuffle(offsets)
-        for r, offset in enumerate(offsets):
+        for r, order in enumerate(round_orders(names, plan.runs)):
             for task in BENCH_TASKS:
-                for name in rotate(names, offset):
+                for name in order:
                     progress(f"round {r + 1}/{plan.runs}: {task.name} on {name}")
                     sample = sides[name](task, plan.max_tokens)
                     if sample.prompt_tokens != len(prompts[task.name]):

@@ -1,9 +1,11 @@
-"""The statistics of `squish bench`: percentiles, spreads, and the Wilcoxon signed-rank test.
+"""The statistics of `squish bench`: percentiles, spreads, the Wilcoxon signed-rank test, and the
+order of interleaved rounds.
 
 Pure Python, no I/O: the bench and the benchmark scripts share these.
 """
 
 import math
+import random
 import statistics
 from fractions import Fraction
 
@@ -71,3 +73,18 @@ def wilcoxon(x: list[float], y: list[float]) -> dict:
     at_least = sum(c for s, c in counts.items() if s >= w_plus)
     p = min(1.0, 2 * min(at_most, at_least) / 2**n)
     return {"n": n, "statistic": min(w_plus, total - w_plus) / 2, "p_value": p}
+
+
+def round_orders(sides: list, rounds: int, seed: int = 0) -> list[list]:
+    """The order of `sides` in each of `rounds` interleaved rounds: rotations of `sides`, each one
+    as often as `rounds` allows, in an order shuffled by `seed`.
+
+    Not rotated by the round number: such an order repeats with a fixed period, and a disturbance
+    on the machine with a matching period then falls on the same side every round. With two
+    sides the requests ran A B B A A B B A; a slowdown every four requests (about 10 s on the
+    2-core VM) made one side of benchmarks/speculative.py read 5% slow in every pair of a run,
+    and the other side in the next run (docs/speculative.md).
+    """
+    offsets = [r % len(sides) for r in range(rounds)]
+    random.Random(seed).shuffle(offsets)
+    return [sides[k:] + sides[:k] for k in offsets]

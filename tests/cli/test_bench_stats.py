@@ -2,7 +2,7 @@
 
 import pytest
 
-from squish.cli.bench_stats import midranks, percentile, spread, wilcoxon
+from squish.cli.bench_stats import midranks, percentile, round_orders, spread, wilcoxon
 
 # (differences, statistic min(W+, W-), two-sided p) from scipy.stats.wilcoxon(d): method="exact"
 # without ties; with ties its default ("auto") takes the exact permutation distribution, as here.
@@ -45,3 +45,31 @@ def test_percentiles_interpolate_like_numpy():
     assert s["p50"] == 3.0 and s["p99"] == pytest.approx(9.76)
     assert s["mean"] == 4.0 and s["stddev"] == pytest.approx(3.5355339)
     assert spread([2.0])["stddev"] == 0.0
+
+
+def test_round_orders_use_every_rotation_equally_in_a_seeded_shuffle():
+    sides = ["a", "b", "c"]
+    orders = round_orders(sides, 12, seed=3)
+    assert len(orders) == 12
+    rotations = [sides[k:] + sides[:k] for k in range(3)]
+    assert all(order in rotations for order in orders)
+    assert all(orders.count(r) == 4 for r in rotations)  # each side first in a third of the rounds
+    assert orders == round_orders(sides, 12, seed=3)  # reproducible from the seed
+    assert orders != round_orders(sides, 12, seed=4)
+
+
+def test_round_orders_break_the_period_of_alternation():
+    # Rotating by the round number gives A B | B A | A B | ...: with two sides the requests run
+    # A B B A A B B A, so a side's position in the stream repeats every four requests.
+    orders = round_orders([0, 1], 40)
+    stream = [side for order in orders for side in order]
+    assert sorted(o[0] for o in orders) == [0] * 20 + [1] * 20  # balanced
+    alternating = [side for r in range(40) for side in ([0, 1] if r % 2 == 0 else [1, 0])]
+    assert stream != alternating
+    # The request at position 4k+1 is not always the same side.
+    assert len({stream[i] for i in range(1, 80, 4)}) == 2
+
+
+def test_round_orders_with_fewer_rounds_than_sides_and_none():
+    assert round_orders(["a", "b", "c"], 0) == []
+    assert sorted(round_orders(["a", "b", "c"], 2)) == [["a", "b", "c"], ["b", "c", "a"]]
