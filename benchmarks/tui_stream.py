@@ -188,6 +188,9 @@ async def bench(args, engine: Engine, info, log: BatchLog) -> dict:
                 print(f"keystroke run {i + 1}/{args.key_runs}", file=sys.stderr)
                 await tui_turn(pilot, keys=keys)
             log.take()
+        # The app saves the chat's KV cache into the home as it quits, on the engine thread; a
+        # request queued behind that save returns once it is written, before the home is removed.
+        engine.memory().collect()
         history.close()
 
     def side(stats_list) -> dict:
