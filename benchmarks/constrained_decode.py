@@ -2,10 +2,9 @@
 
 Both sides use the same prompt, model, max_tokens and greedy sampling; runs alternate between
 the sides, each first in half the rounds in a shuffled order (round_orders), so that load on the
-machine hits both alike. The constrained side forces the reply
-into a tool call whose one argument is a long string (minLength far past max_tokens), so the
-llguidance mask is computed and applied on every generated token. Bar: constrained decode
-tok/s >= 90% of plain.
+machine hits both alike. The constrained side forces the reply into a tool call whose one
+argument is a long string (minLength far past max_tokens), so the llguidance mask is computed
+and applied on every generated token. Bar: constrained decode tok/s >= 90% of plain.
 
     uv run python benchmarks/constrained_decode.py [--model NAME] [--runs 10] [--warmup 5] [--max-tokens 48]
 

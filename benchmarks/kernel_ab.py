@@ -20,6 +20,7 @@ sides, so a base whose common.h differs (in more than comments) is refused.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,11 +33,11 @@ from squish.models.hardware import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "native" / "csrc"
-FLAGS = {  # as native/CMakeLists.txt compiles the kernel sources for each ISA
-    "scalar": [],
-    "avx2": ["-mavx2", "-mfma", "-mf16c"],
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c", "-mavx2"],
-}
+CMAKE = (ROOT / "native" / "CMakeLists.txt").read_text()
+# The flags native/CMakeLists.txt compiles the kernel sources with: its KERNEL_FLAGS_<isa>, and
+# the options before ${KERNEL_FLAGS_${isa}} on the kernels' target.
+FLAGS = {isa: flags.replace('""', "").split() for isa, flags in re.findall(r"set\(KERNEL_FLAGS_(\w+) ?(.*)\)", CMAKE)}
+OPTIONS = re.search(r"target_compile_options\(kernels_\$\{isa\} PRIVATE (.*?) \$\{KERNEL_FLAGS", CMAKE).group(1).split()
 # (name, K, N, bits): the embedded model's fused q/k/v, o, gate/up and down projections, and the
 # tied 8-bit output head.
 SHAPES = [("qkv", 576, 960, 4), ("o", 576, 576, 4), ("gate_up", 576, 3072, 4), ("down", 1536, 576, 4),
@@ -78,7 +79,7 @@ def build(base: str, isa: str, work: Path) -> Path:
         raise SystemExit(f"kernel_ab: native/csrc/common.h differs at {base}; the two sides must share it")
     cxx = os.environ.get("CXX") or shutil.which("c++") or "g++"
     (work / "common.h").write_text(common)
-    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=c++20", *FLAGS[isa]]
+    flags = [*OPTIONS, "-std=c++20", *FLAGS[isa]]
     objects = []
     for side, rev in (("kernel_a", base), ("kernel_b", None)):
         folder = work / side

@@ -6,8 +6,8 @@
 One engine and one loaded model serve both sides. The app runs headless under
 `App.run_test` (a real Textual event loop, compositor and widgets, no terminal).
 Headless and TUI runs alternate, each first in half the pairs in a shuffled order
-(round_orders), so drift in machine load falls on both sides. Then a few more TUI runs press a key every 150 ms
-during generation and time each until the prompt shows it.
+(round_orders), so drift in machine load falls on both sides. Then a few more TUI runs press
+a key every 150 ms during generation and time each until the prompt shows it.
 
 Render cost per token is the UI thread's CPU time (time.thread_time) between token
 batches, divided by the batch's tokens, early against late in an answer. A synthetic
@@ -106,13 +106,13 @@ async def tui_turn(pilot, timeout: float = 600.0, keys: list[float] | None = Non
     screen = pilot.app.chat_screen
     await screen.run_command("/new")
     screen.prompt.load_text(PROMPT)
-    before = screen.last_stats
+    last = screen.last_stats
     # pilot.press returns once the screen has no messages left to handle, which while tokens
     # stream in is after the whole turn: press in a task, and wait for the turn's stats.
     press = asyncio.create_task(pilot.press("enter"))
     deadline = time.monotonic() + timeout
     next_key = time.monotonic() + KEY_INTERVAL_S
-    while screen.busy or screen.last_stats is before:
+    while screen.busy or screen.last_stats is last:
         if time.monotonic() > deadline:
             raise SystemExit("a TUI run timed out")
         if keys is not None and screen.busy and time.monotonic() >= next_key and screen.answer is not None and screen.answer.text:
