@@ -577,8 +577,9 @@ template <int BITS, int MR, int ST, int P>
 inline void tiles_n(const QWeight& W, const QAct& X, int m, int n0, int n1, float* y, int64_t ldy,
                     const float* bias, const float* res, int64_t ldr) {
   // AVX2 has 16 vector registers: 2 weight rows x 4 rows of x (8 sums, 4 unpacked weights, 4
-  // activation loads, scales) spilled. One weight row per 3-4 rows of x measured 7-12% faster
-  // on passes of 4-16 rows (benchmarks/results/20261202T095720Z_kernel-ab.json), same outputs.
+  // activation loads, scales) spilled, as did 4 x 2. One weight row per 3-4 rows of x, and two
+  // per 2, measured 7-12% faster on passes of 4-16 rows and 4-7% on 2
+  // (benchmarks/results/20261202T095720Z_kernel-ab.json), same outputs.
 #if defined(SQ_ISA_avx2)
   constexpr int NR = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
 #else
