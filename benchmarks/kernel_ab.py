@@ -45,8 +45,10 @@ SHAPES = [("qkv", 576, 960, 4), ("o", 576, 576, 4), ("gate_up", 576, 3072, 4), (
 ROWS = [1, 2, 4, 9, 16]
 
 
-# The per-ISA kernel sources, then and now: kernels.cpp until the split into these files.
-KERNEL_FILES = ["kernels.cpp", "kernels_qmm.cpp", "kernels_float.cpp", "kernels_isa.h"]
+# The per-ISA kernel sources, then and now: kernels.cpp until the split into these files (the
+# tiles of each ISA in headers since 2026-12-02).
+KERNEL_FILES = ["kernels.cpp", "kernels_qmm.cpp", "kernels_qmm_avx512.h", "kernels_qmm_avx2.h", "kernels_float.cpp",
+                "kernels_isa.h"]
 
 
 def git_show(rev: str, path: str) -> str | None:
