@@ -49,17 +49,17 @@ inline void add_bias_term(__m256 (&acc)[NR][MR], float (&tail)[NR][MR], const QW
   const int G = W.K >> gshift(W.group_size);
   int g0 = 0;
   for (; g0 + 8 <= G; g0 += 8) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       const __m256 bv = load_vals8<ST>(W.biases, (int64_t)(n + r) * G + g0);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int mm = 0; mm < MR; ++mm)
         acc[r][mm] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(X.gsum + (int64_t)(m + mm) * X.Gp + g0), acc[r][mm]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) {
       float t = 0.0f;
       for (int g = g0; g < G; ++g)
@@ -73,10 +73,18 @@ inline void finish_tile(__m256 (&acc)[NR][MR], const QWeight& W, const QAct& X, 
                         int64_t ldy, const float* bias, const float* res, int64_t ldr) {
   float tail[NR][MR];
   add_bias_term<NR, MR, ST>(acc, tail, W, X, m, n);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) store(hsum(acc[r][mm]) + tail[r][mm], m + mm, n + r, y, ldy, bias, res, ldr);
+}
+
+template <int NR, int MR>
+inline void zero_tile(__m256 (&acc)[NR][MR]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
+    for (int mm = 0; mm < MR; ++mm) acc[r][mm] = _mm256_setzero_ps();
 }
 
 template <int NR, int MR, int ST, int P>
@@ -93,15 +101,12 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
   const int8_t* xb = X.q + (int64_t)m * xstride;
   const float* lb = X.ldx + (int64_t)m * lstride;
   __m256 acc[NR][MR];
-  #pragma GCC unroll 16
-  for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
-    for (int mm = 0; mm < MR; ++mm) acc[r][mm] = _mm256_setzero_ps();
+  zero_tile(acc);
   for (int c = 0; c < nch; ++c) {
     const int E = imin(64, K - c * 64);  // 64 or 32
     __m256i lo[NR], hi[NR];
     __m256 sv[NR];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       const uint8_t* wr = (const uint8_t*)W.w + (int64_t)(n + r) * row_bytes + c * 32;
       if (c % 2 == 0) _mm_prefetch((const char*)wr + kPrefetch, _MM_HINT_T0);
@@ -111,7 +116,7 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
       const int64_t g0 = (int64_t)(n + r) * G + ((c * 64) >> gsh);
       sv[r] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(load_vals<ST>(W.scales, g0, gs <= 64 ? E >> gsh : 1)), idx);
     }
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) {
       // Element 64c sits in 128-element chunk c / 2 (hi, then lo 128 bytes on), half c % 2.
       const int8_t* xq = xb + mm * xstride + (int64_t)(c >> 1) * kChunk * P + (c & 1) * 64;
@@ -123,7 +128,7 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
         xl0 = _mm256_loadu_si256((const __m256i*)(xq + kChunk));
         xl1 = _mm256_loadu_si256((const __m256i*)(xq + kChunk + E / 2));
       }
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
         __m256i ia = _mm256_madd_epi16(
             _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], xh0), _mm256_maddubs_epi16(hi[r], xh1)), ones);
@@ -149,14 +154,11 @@ void tile8(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
   const int64_t xstride = (int64_t)X.Kp * X.P, lstride = X.Kp / 4;
   const int8_t* xb = X.q + (int64_t)m * xstride;
   __m256 acc[NR][MR];
-  #pragma GCC unroll 16
-  for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
-    for (int mm = 0; mm < MR; ++mm) acc[r][mm] = _mm256_setzero_ps();
+  zero_tile(acc);
   for (int c = 0; c < nch; ++c) {
     __m256i ws[NR], aw[NR];
     __m256 sv[NR];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       const uint8_t* wr = (const uint8_t*)W.w + (int64_t)(n + r) * K + c * 32;
       if (c % 2 == 0) _mm_prefetch((const char*)wr + kPrefetch, _MM_HINT_T0);
@@ -164,7 +166,7 @@ void tile8(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
       aw[r] = _mm256_abs_epi8(ws[r]);
       sv[r] = _mm256_set1_ps(load_scale(W.scales, (int64_t)(n + r) * G + ((c * 32) >> gsh), ST));
     }
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) {
       // Element 32c sits in 128-element chunk c / 4 (hi, then lo 128 bytes on), at 32 (c % 4).
       const int8_t* xq = xb + mm * xstride + (int64_t)(c >> 2) * kChunk * P + (c & 3) * 32;
@@ -174,7 +176,7 @@ void tile8(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
       const __m256i xh = _mm256_loadu_si256((const __m256i*)xq);
       __m256i xl;
       if (P == 2) xl = _mm256_loadu_si256((const __m256i*)(xq + kChunk));
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
         __m256i ia = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xh, ws[r])), ones);
         if (P == 2) {

@@ -32,12 +32,12 @@ inline void add_bias_term(__m512 (&acc)[NR][MR], const QWeight& W, const QAct& X
   for (int g0 = 0; g0 < G; g0 += 16) {
     const int ng = imin(16, G - g0);
     __m512 gv[MR];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) gv[mm] = _mm512_loadu_ps(X.gsum + (int64_t)(m + mm) * X.Gp + g0);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       const __m512 bv = load_vals16<ST>(W.biases, (int64_t)(n + r) * G + g0, ng);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int mm = 0; mm < MR; ++mm) acc[r][mm] = _mm512_fmadd_ps(bv, gv[mm], acc[r][mm]);
     }
   }
@@ -86,25 +86,25 @@ inline void store_tile(__m512 (&acc)[NR][MR], int m, int n, float* y, int64_t ld
                        const float* res, int64_t ldr) {
   constexpr int C = NR * MR;
   if (C < 6) {  // decode's 4x1 tiles and the tails: the batched tree measured no faster there
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r)
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int mm = 0; mm < MR; ++mm) store(reduce1(acc[r][mm]), m + mm, n + r, y, ldy, bias, res, ldr);
     return;
   }
   // A copy in output order: indexing acc itself with a run-time index would keep the whole tile
   // in memory, and the chunk loops then stored every sum on each pass.
   __m512 flat[(C + 7) / 8 * 8];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) flat[r * MR + mm] = acc[r][mm];
   for (int i = C; i < (C + 7) / 8 * 8; ++i) flat[i] = _mm512_setzero_ps();
   float sums[(C + 7) / 8 * 8];
   for (int b = 0; b < C; b += 8) reduce8(*reinterpret_cast<const __m512(*)[8]>(flat + b), sums + b);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) store(sums[r * MR + mm], m + mm, n + r, y, ldy, bias, res, ldr);
 }
 
@@ -122,11 +122,19 @@ inline __m512 row_scales(const void* p, int64_t i, __mmask16 mk, __m512i idx) {
   return _mm512_permutexvar_ps(idx, v);
 }
 
-// A register tile walks K in chunks: the full ones in a loop whose masks, group counts and
-// pointer strides are fixed before it starts, then the one partial chunk (K = 576: half of the
-// fifth) with the masks it needs. Both run the same arithmetic on every lane, so a row's sums
-// do not depend on the tile shape. Per chunk the loop body is the vector work alone: the
-// addressing and masks computed for every chunk made it half scalar instructions.
+template <int NR, int MR>
+inline void zero_tile(__m512 (&acc)[NR][MR]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
+    for (int mm = 0; mm < MR; ++mm) acc[r][mm] = _mm512_setzero_ps();
+}
+
+// A register tile walks K in chunks with its strides, group counts and masks fixed before the
+// loop; the one partial chunk (K = 576: half of the fifth) picks its masks from two computed
+// up front (tile4) or runs after the loop (tile8, whose full chunks then load unmasked). Every
+// lane runs the same arithmetic either way, so a row's sums do not depend on the tile shape.
+// Recomputing the addressing and masks per chunk had made the loop half scalar instructions.
 template <int NR, int MR, int ST, int P>
 void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy, const float* bias,
            const float* res, int64_t ldr) {
@@ -142,10 +150,7 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
   const float* lbase = X.ldx + (int64_t)m * lstride;
   const uint8_t* wbase = (const uint8_t*)W.w + (int64_t)n * row_bytes;
   __m512 acc[NR][MR];
-  #pragma GCC unroll 16
-  for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
-    for (int mm = 0; mm < MR; ++mm) acc[r][mm] = _mm512_setzero_ps();
+  zero_tile(acc);
   const int tail = K - full * 128;  // elements of the partial chunk, 0 when there is none
   const __mmask64 wtail = (1ull << (tail / 2)) - 1;
   const __mmask16 sfull = (__mmask16)((1u << per_chunk) - 1);
@@ -157,7 +162,7 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
     const __mmask16 smask = part ? stail : sfull;
     __m512i lo[NR], hi[NR];
     __m512 sv[NR];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       const uint8_t* wr = wbase + r * row_bytes + c * 64;
       _mm_prefetch((const char*)wr + kPrefetch, _MM_HINT_T0);
@@ -166,7 +171,7 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
       hi[r] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
       sv[r] = row_scales<ST>(W.scales, (int64_t)(n + r) * G + (((int64_t)c * 128) >> gsh), smask, idx);
     }
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int mm = 0; mm < MR; ++mm) {
       const int8_t* xq = xbase + mm * xstride + (int64_t)c * 128 * P;
       const __m512 ld = _mm512_loadu_ps(lbase + mm * lstride + c * 16);
@@ -176,7 +181,7 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
         xl0 = _mm512_loadu_si512(xq + kChunk);
         xl1 = _mm512_loadu_si512(xq + kChunk + E / 2);
       }
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
         __m512i ia = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], xh0);
         ia = _mm512_dpbusd_epi32(ia, hi[r], xh1);
@@ -196,12 +201,14 @@ void tile4(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
 // One 64-element chunk c of a tile8 tile: NR weight rows (`wb`, K bytes apart) against MR rows
 // of x; PART: the partial last chunk, its weight bytes and scales masked.
 template <int NR, int MR, int ST, int P, bool PART>
-__attribute__((always_inline)) inline void chunk8(__m512 (&acc)[NR][MR], const uint8_t* wb, int K, const void* scales, int64_t s0, int G, int gsh,
-                   int c, const int8_t* xb, int64_t xstride, const float* lb, int64_t lstride, __mmask64 wtail,
-                   __mmask16 smask, __m512i idx) {
+__attribute__((always_inline)) inline void chunk8(__m512 (&acc)[NR][MR], const uint8_t* wb, int K,
+                                                  const void* scales, int64_t s0, int G, int gsh, int c,
+                                                  const int8_t* xb, int64_t xstride, const float* lb,
+                                                  int64_t lstride, __mmask64 wtail, __mmask16 smask,
+                                                  __m512i idx) {
   __m512i wv[NR];
   __m512 sv[NR];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r) {
     const uint8_t* wr = wb + (int64_t)r * K + c * 64;
     _mm_prefetch((const char*)wr + kPrefetch, _MM_HINT_T0);
@@ -210,14 +217,14 @@ __attribute__((always_inline)) inline void chunk8(__m512 (&acc)[NR][MR], const u
   }
   // Element 64c sits in 128-element chunk c / 2 (hi, then lo 128 bytes on), half c % 2.
   const int64_t off = (int64_t)(c >> 1) * kChunk * P + (c & 1) * 64;
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int mm = 0; mm < MR; ++mm) {
     const int8_t* xq = xb + mm * xstride + off;
     const __m512 ld = _mm512_loadu_ps(lb + mm * lstride + c * 16);
     const __m512i xh = _mm512_loadu_si512(xq);
     __m512i xl;
     if (P == 2) xl = _mm512_loadu_si512(xq + kChunk);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       __m512i ia = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xh);
       if (P == 2) ia = _mm512_dpbusd_epi32(_mm512_slli_epi32(ia, 8), wv[r], xl);
@@ -239,10 +246,7 @@ void tile8(const QWeight& W, const QAct& X, int m, int n, float* y, int64_t ldy,
   const uint8_t* wb = (const uint8_t*)W.w + (int64_t)n * K;
   const int64_t s0 = (int64_t)n * G;
   __m512 acc[NR][MR];
-  #pragma GCC unroll 16
-  for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 16
-    for (int mm = 0; mm < MR; ++mm) acc[r][mm] = _mm512_setzero_ps();
+  zero_tile(acc);
   const __mmask16 sfull = (__mmask16)((1u << (W.group_size <= 64 ? 64 >> gsh : 1)) - 1);
   for (int c = 0; c < full; ++c)
     chunk8<NR, MR, ST, P, false>(acc, wb, K, W.scales, s0, G, gsh, c, xb, xstride, lb, lstride, 0, sfull, idx);
