@@ -84,16 +84,18 @@ def test_causal_gqa_attention_matches_mlx(each_isa, T, L, hd):
 def test_an_attention_row_is_the_same_checked_in_a_pass_of_many_as_alone(each_isa):
     # Speculative decoding is lossless only if the row of a draft checked among others is, bit for
     # bit, the row a plain step would compute: queries share blocks of keys, never arithmetic.
+    # Values are summed for up to 4 queries at once: (258, 9) and (258, 17) put a key block's
+    # start (256) between the causal ends of the queries of one such group.
     mx.random.seed(3)
-    L, T = 211, 9  # key blocks end mid-pass
-    q = mx.random.normal((1, 9, T, 64))
-    keys, values = mx.random.normal((1, 3, 256, 64)), mx.random.normal((1, 3, 256, 64))
-    for name in each_isa():
-        together = np.array(squish_native.attention(q, keys, values, L, 0.125))
-        for t in range(T):
-            row = mx.contiguous(q[:, :, t : t + 1])
-            alone = np.array(squish_native.attention(row, keys, values, L - T + t + 1, 0.125))
-            assert np.array_equal(together[:, :, t : t + 1], alone), (name, t)
+    keys, values = mx.random.normal((1, 3, 320, 64)), mx.random.normal((1, 3, 320, 64))
+    for L, T in ((211, 9), (258, 9), (258, 17)):  # key blocks end mid-pass
+        q = mx.random.normal((1, 9, T, 64))
+        for name in each_isa():
+            together = np.array(squish_native.attention(q, keys, values, L, 0.125))
+            for t in range(T):
+                row = mx.contiguous(q[:, :, t : t + 1])
+                alone = np.array(squish_native.attention(row, keys, values, L - T + t + 1, 0.125))
+                assert np.array_equal(together[:, :, t : t + 1], alone), (name, L, T, t)
 
 
 def test_op_contracts():
