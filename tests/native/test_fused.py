@@ -69,7 +69,9 @@ def test_rope_matches_mlx(each_isa, traditional, dims):
 
 
 @pytest.mark.parametrize(
-    "T,L,hd", [(1, 1, 64), (1, 300, 64), (4, 4, 64), (7, 50, 64), (16, 100, 64), (21, 300, 64), (5, 70, 40)]
+    "T,L,hd",
+    [(1, 1, 64), (1, 300, 64), (4, 4, 64), (7, 50, 64), (16, 100, 64), (21, 300, 64), (5, 70, 40),
+     (9, 130, 128), (6, 70, 96)],  # 128 and 96: the value sums of 2 queries at a time
 )
 def test_causal_gqa_attention_matches_mlx(each_isa, T, L, hd):
     mx.random.seed(2)
@@ -84,12 +86,12 @@ def test_causal_gqa_attention_matches_mlx(each_isa, T, L, hd):
 def test_an_attention_row_is_the_same_checked_in_a_pass_of_many_as_alone(each_isa):
     # Speculative decoding is lossless only if the row of a draft checked among others is, bit for
     # bit, the row a plain step would compute: queries share blocks of keys, never arithmetic.
-    # Values are summed for up to 4 queries at once: (258, 9) and (258, 17) put a key block's
+    # Values are summed for 4 queries at once (2 for heads of 128): L = 258 puts a key block's
     # start (256) between the causal ends of the queries of one such group.
     mx.random.seed(3)
-    keys, values = mx.random.normal((1, 3, 320, 64)), mx.random.normal((1, 3, 320, 64))
-    for L, T in ((211, 9), (258, 9), (258, 17)):  # key blocks end mid-pass
-        q = mx.random.normal((1, 9, T, 64))
+    for L, T, hd in ((211, 9, 64), (258, 9, 64), (258, 17, 64), (258, 9, 128)):  # blocks end mid-pass
+        keys, values = mx.random.normal((1, 3, 320, hd)), mx.random.normal((1, 3, 320, hd))
+        q = mx.random.normal((1, 9, T, hd))
         for name in each_isa():
             together = np.array(squish_native.attention(q, keys, values, L, 0.125))
             for t in range(T):
