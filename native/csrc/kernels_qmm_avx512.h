@@ -10,12 +10,16 @@
 // activation chunk loaded once for NR rows.
 
 template <int ST>
-inline __m512 load_vals16(const void* p, int64_t i, int n) {  // up to 16 scales or biases
-  const __mmask16 mk = (__mmask16)((1u << n) - 1);
+inline __m512 load_masked16(const void* p, int64_t i, __mmask16 mk) {  // the scales or biases in mk
   if (ST == kF32) return _mm512_maskz_loadu_ps(mk, (const float*)p + i);
   __m256i h = _mm256_maskz_loadu_epi16(mk, (const uint16_t*)p + i);
   if (ST == kF16) return _mm512_cvtph_ps(h);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+template <int ST>
+inline __m512 load_vals16(const void* p, int64_t i, int n) {  // up to 16 scales or biases
+  return load_masked16<ST>(p, i, (__mmask16)((1u << n) - 1));
 }
 
 // Lane i of a chunk holds elements [lane_elems * i, lane_elems * (i + 1)): its group in the chunk.
@@ -112,14 +116,7 @@ inline void store_tile(__m512 (&acc)[NR][MR], int m, int n, float* y, int64_t ld
 // `mk` covers the groups the chunk holds (the same for every full chunk).
 template <int ST>
 inline __m512 row_scales(const void* p, int64_t i, __mmask16 mk, __m512i idx) {
-  __m512 v;
-  if (ST == kF32) {
-    v = _mm512_maskz_loadu_ps(mk, (const float*)p + i);
-  } else {
-    const __m256i h = _mm256_maskz_loadu_epi16(mk, (const uint16_t*)p + i);
-    v = ST == kF16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  return _mm512_permutexvar_ps(idx, v);
+  return _mm512_permutexvar_ps(idx, load_masked16<ST>(p, i, mk));
 }
 
 template <int NR, int MR>
